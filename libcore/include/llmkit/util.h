@@ -1,0 +1,66 @@
+/*
+ * util.h - small helpers shared by libcore and the programs: strict number
+ * parsing, atomic output files, whole-file reading (gzip transparently),
+ * clocks.
+ */
+#ifndef LLMKIT_UTIL_H
+#define LLMKIT_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*
+ * Strict parsing: the whole string must be a number in [min, max]; returns
+ * 0, or LLM_EINVAL with a message naming what (e.g. "-n") and the text.
+ */
+int llm_parse_i64(const char *what, const char *s, int64_t min, int64_t max,
+                  int64_t *out);
+int llm_parse_int(const char *what, const char *s, int min, int max, int *out);
+int llm_parse_float(const char *what, const char *s, double min, double max,
+                    float *out);
+int llm_parse_double(const char *what, const char *s, double min, double max,
+                     double *out);
+/* "512M", "2G", "1048576" -> bytes. */
+int llm_parse_size(const char *what, const char *s, uint64_t *out);
+
+/*
+ * Atomic output.  llm_ofile_open creates "<path>.tmp.XXXXXX" beside path
+ * (or uses stdout for "-"); llm_ofile_commit flushes, checks every write
+ * and renames it over path; llm_ofile_abort removes it.  Either one frees
+ * the object.
+ */
+struct llm_ofile {
+	FILE *f;
+	char *path;
+	char *tmp;      /* NULL for stdout */
+};
+
+int llm_ofile_open(struct llm_ofile **out, const char *path);
+int llm_ofile_commit(struct llm_ofile *o);
+void llm_ofile_abort(struct llm_ofile *o);
+
+/* True when both paths name the same existing file. */
+bool llm_same_file(const char *a, const char *b);
+
+/* Read a whole file ("-" = stdin); .gz (by magic) is inflated.  The buffer
+ * is NUL-terminated (not counted in *size) and must be freed. */
+int llm_read_file(const char *path, char **data, size_t *size);
+
+/* Seconds from a monotonic clock; CPU seconds of the process. */
+double llm_time_now(void);
+double llm_time_cpu(void);
+
+/* Validate UTF-8: returns the byte offset of the first invalid sequence,
+ * or -1 when the whole string is valid. */
+int64_t llm_utf8_invalid_at(const char *s, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
