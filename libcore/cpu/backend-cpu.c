@@ -1,0 +1,492 @@
+/*
+ * backend-cpu.c - the CPU backend: every op of the forward pass over host
+ * memory, split across a fork-join thread pool.
+ *
+ * Matrix products take one of two paths.  A few token rows (decode) stream
+ * the weights once through the rows kernels of kernels.c, which is bound by
+ * memory bandwidth; many rows (prefill, big batches) go to BLAS, each thread
+ * calling single-threaded sgemm on its own slice of output features, with
+ * non-f32 weights converted to f32 a tile at a time.  Our pool is the only
+ * source of threads, so BLAS and our kernels never fight over cores.
+ */
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "llmkit/backend.h"
+#include "llmkit/error.h"
+#include "llmkit/model.h"
+#include "cpu/kernels.h"
+#include "cpu/pool.h"
+
+#ifdef HAVE_OPENBLAS
+#include <cblas.h>
+#endif
+
+/* Above this many token rows a matmul goes to BLAS. */
+#define BLAS_MIN_TOKENS 8
+/* Rows of converted weights per tile on the BLAS path. */
+#define TILE_ROWS 64
+
+struct cpu {
+	struct llm_pool *pool;
+	const struct llm_cpu_kernels *k;
+	int blas_min;
+	/* per-thread scratch */
+	float **scratch;
+	size_t *scratch_n;
+};
+
+static struct cpu *cpu_of(struct llm_backend *be)
+{
+	return be->impl;
+}
+
+static float *scratch(struct cpu *c, int ith, size_t n)
+{
+	if (c->scratch_n[ith] < n) {
+		free(c->scratch[ith]);
+		c->scratch[ith] = aligned_alloc(64, (n * sizeof(float) + 63) & ~(size_t)63);
+		LLM_ASSERT(c->scratch[ith]);
+		c->scratch_n[ith] = n;
+	}
+	return c->scratch[ith];
+}
+
+/* [start, end) of n items for thread ith of nth, in multiples of align. */
+static void split(int64_t n, int ith, int nth, int64_t align, int64_t *start,
+                  int64_t *end)
+{
+	int64_t blocks = (n + align - 1) / align;
+	int64_t b0 = blocks * ith / nth, b1 = blocks * (ith + 1) / nth;
+	*start = b0 * align < n ? b0 * align : n;
+	*end = b1 * align < n ? b1 * align : n;
+}
+
+/* ---------------------------------------------------------------- memory */
+
+static void *cpu_alloc(struct llm_backend *be, size_t bytes)
+{
+	(void)be;
+	return aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+}
+
+static void cpu_dealloc(struct llm_backend *be, void *p)
+{
+	(void)be;
+	free(p);
+}
+
+static void cpu_copy(struct llm_backend *be, void *dst, const void *src, size_t n)
+{
+	(void)be;
+	memcpy(dst, src, n);
+}
+
+static bool cpu_supports(struct llm_backend *be, enum llm_dtype t)
+{
+	const struct llm_dtype_traits *tr = llm_dtype_traits(t);
+	return tr && tr->to_float && cpu_of(be)->k->rows[t];
+}
+
+/* ---------------------------------------------------------------- matmul */
+
+struct mm_args {
+	struct cpu *c;
+	const struct llm_tensor *w;
+	const float *x;
+	float *y;
+	int n;
+};
+
+static void mm_rows_task(void *p, int ith, int nth)
+{
+	struct mm_args *a = p;
+	int64_t n_out = a->w->ne[1], n_in = a->w->ne[0], r0, r1;
+	size_t rb = llm_tensor_row_size(a->w);
+
+	split(n_out, ith, nth, 16, &r0, &r1);
+	if (r0 < r1)
+		a->c->k->rows[a->w->type](a->w->data, rb, n_in, r0, r1, a->x, n_in,
+		                          a->n, a->y, n_out);
+}
+
+#ifdef HAVE_OPENBLAS
+static void mm_blas_task(void *p, int ith, int nth)
+{
+	struct mm_args *a = p;
+	const struct llm_tensor *w = a->w;
+	int64_t n_out = w->ne[1], n_in = w->ne[0], r0, r1;
+	size_t rb = llm_tensor_row_size(w);
+
+	split(n_out, ith, nth, 16, &r0, &r1);
+	if (r0 >= r1)
+		return;
+	if (w->type == LLM_F32) {
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, a->n, (int)(r1 - r0),
+		            (int)n_in, 1.0f, a->x, (int)n_in,
+		            (const float *)w->data + r0 * n_in, (int)n_in, 0.0f,
+		            a->y + r0, (int)n_out);
+		return;
+	}
+	llm_to_float_fn conv = llm_dtype_traits(w->type)->to_float;
+	float *tile = scratch(a->c, ith, (size_t)TILE_ROWS * n_in);
+	for (int64_t r = r0; r < r1; r += TILE_ROWS) {
+		int64_t nr = r1 - r < TILE_ROWS ? r1 - r : TILE_ROWS;
+		for (int64_t i = 0; i < nr; i++)
+			conv((const char *)w->data + (r + i) * rb, tile + i * n_in, n_in);
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, a->n, (int)nr,
+		            (int)n_in, 1.0f, a->x, (int)n_in, tile, (int)n_in, 0.0f,
+		            a->y + r, (int)n_out);
+	}
+}
+#endif
+
+static void cpu_matmul(struct llm_backend *be, const struct llm_tensor *w,
+                       const float *x, float *y, int n)
+{
+	struct cpu *c = cpu_of(be);
+	struct mm_args a = { c, w, x, y, n };
+
+	LLM_ASSERT(c->k->rows[w->type]);
+#ifdef HAVE_OPENBLAS
+	if (n >= c->blas_min) {
+		llm_pool_run(c->pool, mm_blas_task, &a);
+		return;
+	}
+#endif
+	llm_pool_run(c->pool, mm_rows_task, &a);
+}
+
+/* ---------------------------------------------------------------- small ops */
+
+static void cpu_get_rows(struct llm_backend *be, const struct llm_tensor *w,
+                         const int32_t *ids, int n, float *out)
+{
+	llm_to_float_fn conv = llm_dtype_traits(w->type)->to_float;
+	size_t rb = llm_tensor_row_size(w);
+	(void)be;
+	for (int i = 0; i < n; i++) {
+		LLM_ASSERT(ids[i] >= 0 && ids[i] < w->ne[1]);
+		conv((const char *)w->data + ids[i] * rb, out + (int64_t)i * w->ne[0],
+		     w->ne[0]);
+	}
+}
+
+struct rows_args {
+	const float *x, *w;
+	float *y;
+	int n, dim;
+	float eps;
+};
+
+static void rmsnorm_task(void *p, int ith, int nth)
+{
+	struct rows_args *a = p;
+	int64_t i0, i1;
+
+	split(a->n, ith, nth, 1, &i0, &i1);
+	for (int64_t i = i0; i < i1; i++) {
+		const float *x = a->x + i * a->dim;
+		float *y = a->y + i * a->dim;
+		double ss = 0;
+		for (int j = 0; j < a->dim; j++)
+			ss += (double)x[j] * x[j];
+		float s = 1.0f / sqrtf((float)(ss / a->dim) + a->eps);
+		for (int j = 0; j < a->dim; j++)
+			y[j] = x[j] * s * a->w[j];
+	}
+}
+
+static void cpu_rmsnorm(struct llm_backend *be, const float *x, const float *w,
+                        float *y, int n, int dim, float eps)
+{
+	struct rows_args a = { x, w, y, n, dim, eps };
+	if (n < 4)
+		rmsnorm_task(&a, 0, 1);
+	else
+		llm_pool_run(cpu_of(be)->pool, rmsnorm_task, &a);
+}
+
+static void cpu_add_bias(struct llm_backend *be, float *y, const float *b, int n,
+                         int dim)
+{
+	(void)be;
+	for (int i = 0; i < n; i++)
+		for (int j = 0; j < dim; j++)
+			y[(int64_t)i * dim + j] += b[j];
+}
+
+struct rope_args {
+	float *x;
+	const int32_t *pos;
+	int n, n_head, head_dim;
+	const struct llm_rope *r;
+};
+
+static void rope_task(void *p, int ith, int nth)
+{
+	struct rope_args *a = p;
+	const struct llm_rope *r = a->r;
+	int half = r->n_rot / 2;
+	float cs[2 * 256];
+	int64_t i0, i1;
+
+	LLM_ASSERT(half <= 256);
+	split(a->n, ith, nth, 1, &i0, &i1);
+	for (int64_t i = i0; i < i1; i++) {
+		/* the angles depend on position and pair, not on the head */
+		for (int k = 0; k < half; k++) {
+			float th = (float)a->pos[i] * r->inv_freq[k];
+			cs[2 * k] = cosf(th) * r->mscale;
+			cs[2 * k + 1] = sinf(th) * r->mscale;
+		}
+		for (int h = 0; h < a->n_head; h++) {
+			float *v = a->x + (i * a->n_head + h) * a->head_dim;
+			for (int k = 0; k < half; k++) {
+				/* NORM rotates (2k, 2k+1); NEOX rotates (k, k+half) */
+				int j0 = r->kind == LLM_ROPE_NORM ? 2 * k : k;
+				int j1 = r->kind == LLM_ROPE_NORM ? 2 * k + 1 : k + half;
+				float c = cs[2 * k], s = cs[2 * k + 1];
+				float v0 = v[j0], v1 = v[j1];
+				v[j0] = v0 * c - v1 * s;
+				v[j1] = v0 * s + v1 * c;
+			}
+		}
+	}
+}
+
+static void cpu_rope(struct llm_backend *be, float *x, const int32_t *pos, int n,
+                     int n_head, int head_dim, const struct llm_rope *rope)
+{
+	struct rope_args a = { x, pos, n, n_head, head_dim, rope };
+	if (n < 4)
+		rope_task(&a, 0, 1);
+	else
+		llm_pool_run(cpu_of(be)->pool, rope_task, &a);
+}
+
+static void cpu_kv_store(struct llm_backend *be, float *cache, const float *src,
+                         const int32_t *slots, int n, int dim)
+{
+	(void)be;
+	for (int i = 0; i < n; i++)
+		memcpy(cache + (int64_t)slots[i] * dim, src + (int64_t)i * dim,
+		       dim * sizeof(float));
+}
+
+struct ew_args {
+	float *y;
+	const float *x;
+	int64_t n;
+};
+
+static void swiglu_task(void *p, int ith, int nth)
+{
+	struct ew_args *a = p;
+	int64_t i0, i1;
+	split(a->n, ith, nth, 16, &i0, &i1);
+	for (int64_t i = i0; i < i1; i++) {
+		float g = a->y[i];
+		a->y[i] = g / (1.0f + expf(-g)) * a->x[i];
+	}
+}
+
+static void cpu_swiglu(struct llm_backend *be, float *g, const float *u, int64_t n)
+{
+	struct ew_args a = { g, u, n };
+	if (n < 4096)
+		swiglu_task(&a, 0, 1);
+	else
+		llm_pool_run(cpu_of(be)->pool, swiglu_task, &a);
+}
+
+static void cpu_add(struct llm_backend *be, float *y, const float *x, int64_t n)
+{
+	(void)be;
+	for (int64_t i = 0; i < n; i++)
+		y[i] += x[i];
+}
+
+static void cpu_synchronize(struct llm_backend *be)
+{
+	(void)be;
+}
+
+/* ---------------------------------------------------------------- attention */
+
+struct attn_args {
+	struct cpu *c;
+	const struct llm_attn_batch *ab;
+	const float *q;
+	float *out;
+};
+
+/*
+ * One task per (token, KV head): the query heads of the group share each
+ * key and value row read.  Scores go to a scratch row (positions 0..pos),
+ * then softmax, then the weighted sum of values - three passes, but the
+ * key/value reads are block-contiguous, and a block's worth of work is
+ * one kernel call.
+ */
+static void attn_task(void *p, int ith, int nth)
+{
+	struct attn_args *a = p;
+	const struct llm_attn_batch *ab = a->ab;
+	const struct llm_cpu_kernels *k = a->c->k;
+	int hd = ab->head_dim, group = ab->n_head / ab->n_head_kv;
+	int64_t kv_dim = (int64_t)ab->n_head_kv * hd;
+	int64_t n_tasks = (int64_t)ab->n_tokens * ab->n_head_kv;
+	int64_t max_pos = 0;
+
+	for (int i = 0; i < ab->n_tokens; i++)
+		if (ab->pos[i] > max_pos)
+			max_pos = ab->pos[i];
+	float *sc = scratch(a->c, ith, (size_t)max_pos + 1);
+
+	/* interleaved: causal prefill rows grow in cost with position */
+	for (int64_t task = ith; task < n_tasks; task += nth) {
+		int i = (int)(task / ab->n_head_kv), kvh = (int)(task % ab->n_head_kv);
+		int n_pos = ab->pos[i] + 1;
+		const int32_t *table = ab->table[i];
+		for (int g = 0; g < group; g++) {
+			int h = kvh * group + g;
+			const float *q = a->q + ((int64_t)i * ab->n_head + h) * hd;
+			float *o = a->out + ((int64_t)i * ab->n_head + h) * hd;
+			float mx = -INFINITY, sum = 0;
+
+			for (int p0 = 0; p0 < n_pos; p0 += ab->block_size) {
+				int nb = n_pos - p0 < ab->block_size ? n_pos - p0 : ab->block_size;
+				int64_t slot = (int64_t)table[p0 / ab->block_size] * ab->block_size;
+				k->qk(q, ab->k + slot * kv_dim + kvh * hd, kv_dim, nb, hd,
+				      ab->scale, sc + p0);
+			}
+			for (int j = 0; j < n_pos; j++)
+				mx = sc[j] > mx ? sc[j] : mx;
+			for (int j = 0; j < n_pos; j++) {
+				sc[j] = expf(sc[j] - mx);
+				sum += sc[j];
+			}
+			float inv = 1.0f / sum;
+			for (int j = 0; j < n_pos; j++)
+				sc[j] *= inv;
+			memset(o, 0, hd * sizeof(float));
+			for (int p0 = 0; p0 < n_pos; p0 += ab->block_size) {
+				int nb = n_pos - p0 < ab->block_size ? n_pos - p0 : ab->block_size;
+				int64_t slot = (int64_t)table[p0 / ab->block_size] * ab->block_size;
+				k->pv(o, sc + p0, ab->v + slot * kv_dim + kvh * hd, kv_dim, nb, hd);
+			}
+		}
+	}
+}
+
+static void cpu_attention(struct llm_backend *be, const struct llm_attn_batch *ab,
+                          const float *q, float *out)
+{
+	struct attn_args a = { cpu_of(be), ab, q, out };
+	llm_pool_run(cpu_of(be)->pool, attn_task, &a);
+}
+
+/* ---------------------------------------------------------------- life */
+
+static void cpu_free(struct llm_backend *be)
+{
+	struct cpu *c = cpu_of(be);
+	if (c) {
+		llm_pool_free(c->pool);
+		for (int i = 0; c->scratch && i < be->n_threads; i++)
+			free(c->scratch[i]);
+		free(c->scratch);
+		free(c->scratch_n);
+		free(c);
+	}
+	free(be);
+}
+
+static const struct llm_backend_ops cpu_ops = {
+	.name = "cpu",
+	.host_memory = true,
+	.free = cpu_free,
+	.alloc = cpu_alloc,
+	.dealloc = cpu_dealloc,
+	.copy = cpu_copy,
+	.upload = cpu_copy,
+	.download = cpu_copy,
+	.supports = cpu_supports,
+	.get_rows = cpu_get_rows,
+	.matmul = cpu_matmul,
+	.rmsnorm = cpu_rmsnorm,
+	.add_bias = cpu_add_bias,
+	.rope = cpu_rope,
+	.kv_store = cpu_kv_store,
+	.attention = cpu_attention,
+	.swiglu = cpu_swiglu,
+	.add = cpu_add,
+	.synchronize = cpu_synchronize,
+};
+
+const char *llm_cpu_isa(void)
+{
+	return llm_cpu_kernels()->isa;
+}
+
+int llm_backend_cpu_init(struct llm_backend **out, int n_threads)
+{
+	struct llm_backend *be = calloc(1, sizeof(*be));
+	struct cpu *c = calloc(1, sizeof(*c));
+	int rc;
+
+	if (n_threads <= 0) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+		n_threads = n > 0 ? (int)n : 1;
+	}
+	if (!be || !c) {
+		free(be);
+		free(c);
+		return llm_error(LLM_ENOMEM, "out of memory");
+	}
+	be->ops = &cpu_ops;
+	be->impl = c;
+	be->n_threads = n_threads;
+	c->k = llm_cpu_kernels();
+	c->blas_min = BLAS_MIN_TOKENS;
+	const char *env = getenv("LLMKIT_BLAS_MIN");
+	if (env && atoi(env) > 0)
+		c->blas_min = atoi(env);
+	c->scratch = calloc(n_threads, sizeof(*c->scratch));
+	c->scratch_n = calloc(n_threads, sizeof(*c->scratch_n));
+	if (!c->scratch || !c->scratch_n) {
+		cpu_free(be);
+		return llm_error(LLM_ENOMEM, "out of memory");
+	}
+	if ((rc = llm_pool_new(&c->pool, n_threads))) {
+		cpu_free(be);
+		return rc;
+	}
+#ifdef HAVE_OPENBLAS
+	/* BLAS runs inside our threads, one slice each. */
+	openblas_set_num_threads(1);
+#endif
+	*out = be;
+	return 0;
+}
+
+int llm_backend_init(struct llm_backend **out, const char *device, int n_threads)
+{
+	if (!device || !strcmp(device, "cpu"))
+		return llm_backend_cpu_init(out, n_threads);
+	if (!strcmp(device, "cuda"))
+		return llm_error(LLM_EUNSUPPORTED, "device cuda: this build has no CUDA "
+		                 "backend yet");
+	return llm_error(LLM_EINVAL, "unknown device '%s' (cpu%s)", device,
+	                 "");
+}
+
+void llm_backend_free(struct llm_backend *be)
+{
+	if (be)
+		be->ops->free(be);
+}

@@ -1,0 +1,393 @@
+/*
+ * kernels.c - CPU inner loops: a scalar reference and AVX2 / AVX-512
+ * versions, chosen at run time (see kernels.h).
+ *
+ * The rows kernels are what decode time is spent in: a weight matrix
+ * streamed once from memory against one or a few token vectors.  The SIMD
+ * versions keep a 4-row by N-token block of accumulators in registers, so
+ * each weight vector loaded feeds several FMAs and each token vector loaded
+ * feeds four.
+ */
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "llmkit/tensor.h"
+#include "cpu/kernels.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+/* ---------------------------------------------------------------- scalar */
+
+static inline float load_f32(const void *w, int64_t i) { return ((const float *)w)[i]; }
+static inline float load_f16(const void *w, int64_t i) { return llm_f16_to_f32(((const uint16_t *)w)[i]); }
+static inline float load_bf16(const void *w, int64_t i) { return llm_bf16_to_f32(((const uint16_t *)w)[i]); }
+
+#define SCALAR_ROWS(NAME, LOAD)                                               \
+static void NAME(const void *w, size_t row_bytes, int64_t n_in, int64_t r0,   \
+                 int64_t r1, const float *x, int64_t ldx, int n_tok,          \
+                 float *y, int64_t ldy)                                       \
+{                                                                             \
+	for (int64_t r = r0; r < r1; r++) {                                   \
+		const void *wr = (const char *)w + r * row_bytes;             \
+		for (int t = 0; t < n_tok; t++) {                             \
+			const float *xt = x + t * ldx;                        \
+			double sum = 0;                                       \
+			for (int64_t i = 0; i < n_in; i++)                    \
+				sum += (double)LOAD(wr, i) * xt[i];           \
+			y[t * ldy + r] = (float)sum;                          \
+		}                                                             \
+	}                                                                     \
+}
+
+SCALAR_ROWS(rows_f32_scalar, load_f32)
+SCALAR_ROWS(rows_f16_scalar, load_f16)
+SCALAR_ROWS(rows_bf16_scalar, load_bf16)
+
+static void qk_scalar(const float *q, const float *k, int64_t stride, int n,
+                      int hd, float scale, float *out)
+{
+	for (int j = 0; j < n; j++) {
+		const float *kj = k + j * stride;
+		float s = 0;
+		for (int d = 0; d < hd; d++)
+			s += q[d] * kj[d];
+		out[j] = s * scale;
+	}
+}
+
+static void pv_scalar(float *acc, const float *p, const float *v, int64_t stride,
+                      int n, int hd)
+{
+	for (int j = 0; j < n; j++) {
+		const float *vj = v + j * stride;
+		for (int d = 0; d < hd; d++)
+			acc[d] += p[j] * vj[d];
+	}
+}
+
+static const struct llm_cpu_kernels k_scalar = {
+	.isa = "scalar",
+	.rows = {
+		[LLM_F32] = rows_f32_scalar,
+		[LLM_F16] = rows_f16_scalar,
+		[LLM_BF16] = rows_bf16_scalar,
+	},
+	.qk = qk_scalar,
+	.pv = pv_scalar,
+};
+
+#if defined(__x86_64__)
+
+/* ---------------------------------------------------------------- AVX2 */
+
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+
+AVX2 static inline __m256 ld8_f32(const void *w, int64_t i)
+{
+	return _mm256_loadu_ps((const float *)w + i);
+}
+
+AVX2 static inline __m256 ld8_f16(const void *w, int64_t i)
+{
+	return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + i)));
+}
+
+AVX2 static inline __m256 ld8_bf16(const void *w, int64_t i)
+{
+	__m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)w + i));
+	return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+AVX2 static inline float hsum8(__m256 v)
+{
+	__m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+	s = _mm_add_ss(s, _mm_movehdup_ps(s));
+	return _mm_cvtss_f32(s);
+}
+
+/*
+ * 4 rows x 2 tokens of accumulators (8 of 16 ymm registers); the tail of
+ * n_in (not a multiple of 8) and leftover rows/tokens fall back to scalar
+ * arithmetic on the same loads.
+ */
+#define AVX2_ROWS(NAME, LD, SLOAD)                                            \
+AVX2 static void NAME(const void *w, size_t row_bytes, int64_t n_in,          \
+                      int64_t r0, int64_t r1, const float *x, int64_t ldx,    \
+                      int n_tok, float *y, int64_t ldy)                       \
+{                                                                             \
+	int64_t n8 = n_in & ~(int64_t)7;                                      \
+	int64_t r = r0;                                                       \
+	for (; r + 4 <= r1; r += 4) {                                         \
+		const char *w0 = (const char *)w + r * row_bytes;             \
+		const char *w1 = w0 + row_bytes, *w2 = w1 + row_bytes,        \
+		           *w3 = w2 + row_bytes;                              \
+		int t = 0;                                                    \
+		for (; t < n_tok; t += 2) {                                   \
+			int two = t + 1 < n_tok;                              \
+			const float *xa = x + t * ldx;                        \
+			const float *xb = two ? xa + ldx : xa;                \
+			__m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0,    \
+			       a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;   \
+			for (int64_t i = 0; i < n8; i += 8) {                 \
+				__m256 va = _mm256_loadu_ps(xa + i);          \
+				__m256 vb = _mm256_loadu_ps(xb + i);          \
+				__m256 q0 = LD(w0, i), q1 = LD(w1, i),        \
+				       q2 = LD(w2, i), q3 = LD(w3, i);        \
+				a0 = _mm256_fmadd_ps(q0, va, a0);             \
+				a1 = _mm256_fmadd_ps(q1, va, a1);             \
+				a2 = _mm256_fmadd_ps(q2, va, a2);             \
+				a3 = _mm256_fmadd_ps(q3, va, a3);             \
+				b0 = _mm256_fmadd_ps(q0, vb, b0);             \
+				b1 = _mm256_fmadd_ps(q1, vb, b1);             \
+				b2 = _mm256_fmadd_ps(q2, vb, b2);             \
+				b3 = _mm256_fmadd_ps(q3, vb, b3);             \
+			}                                                     \
+			float s[8] = { hsum8(a0), hsum8(a1), hsum8(a2),       \
+			               hsum8(a3), hsum8(b0), hsum8(b1),       \
+			               hsum8(b2), hsum8(b3) };                \
+			for (int64_t i = n8; i < n_in; i++) {                 \
+				float f0 = SLOAD(w0, i), f1 = SLOAD(w1, i),   \
+				      f2 = SLOAD(w2, i), f3 = SLOAD(w3, i);   \
+				s[0] += f0 * xa[i]; s[1] += f1 * xa[i];       \
+				s[2] += f2 * xa[i]; s[3] += f3 * xa[i];       \
+				s[4] += f0 * xb[i]; s[5] += f1 * xb[i];       \
+				s[6] += f2 * xb[i]; s[7] += f3 * xb[i];       \
+			}                                                     \
+			float *ya = y + t * ldy + r;                          \
+			ya[0] = s[0]; ya[1] = s[1]; ya[2] = s[2]; ya[3] = s[3]; \
+			if (two) {                                            \
+				float *yb = ya + ldy;                         \
+				yb[0] = s[4]; yb[1] = s[5];                   \
+				yb[2] = s[6]; yb[3] = s[7];                   \
+			}                                                     \
+		}                                                             \
+	}                                                                     \
+	for (; r < r1; r++) {                                                 \
+		const char *wr = (const char *)w + r * row_bytes;             \
+		for (int t = 0; t < n_tok; t++) {                             \
+			const float *xt = x + t * ldx;                        \
+			__m256 a = _mm256_setzero_ps();                       \
+			for (int64_t i = 0; i < n8; i += 8)                   \
+				a = _mm256_fmadd_ps(LD(wr, i),                \
+				                    _mm256_loadu_ps(xt + i), a);  \
+			float s = hsum8(a);                                   \
+			for (int64_t i = n8; i < n_in; i++)                   \
+				s += SLOAD(wr, i) * xt[i];                    \
+			y[t * ldy + r] = s;                                   \
+		}                                                             \
+	}                                                                     \
+}
+
+AVX2_ROWS(rows_f32_avx2, ld8_f32, load_f32)
+AVX2_ROWS(rows_f16_avx2, ld8_f16, load_f16)
+AVX2_ROWS(rows_bf16_avx2, ld8_bf16, load_bf16)
+
+AVX2 static void qk_avx2(const float *q, const float *k, int64_t stride, int n,
+                         int hd, float scale, float *out)
+{
+	if (hd % 8) {
+		qk_scalar(q, k, stride, n, hd, scale, out);
+		return;
+	}
+	for (int j = 0; j < n; j++) {
+		const float *kj = k + j * stride;
+		__m256 a = _mm256_setzero_ps();
+		for (int d = 0; d < hd; d += 8)
+			a = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), _mm256_loadu_ps(kj + d), a);
+		out[j] = hsum8(a) * scale;
+	}
+}
+
+AVX2 static void pv_avx2(float *acc, const float *p, const float *v,
+                         int64_t stride, int n, int hd)
+{
+	if (hd % 8) {
+		pv_scalar(acc, p, v, stride, n, hd);
+		return;
+	}
+	for (int d = 0; d < hd; d += 8) {
+		__m256 a = _mm256_loadu_ps(acc + d);
+		for (int j = 0; j < n; j++)
+			a = _mm256_fmadd_ps(_mm256_set1_ps(p[j]),
+			                    _mm256_loadu_ps(v + j * stride + d), a);
+		_mm256_storeu_ps(acc + d, a);
+	}
+}
+
+static const struct llm_cpu_kernels k_avx2 = {
+	.isa = "avx2",
+	.rows = {
+		[LLM_F32] = rows_f32_avx2,
+		[LLM_F16] = rows_f16_avx2,
+		[LLM_BF16] = rows_bf16_avx2,
+	},
+	.qk = qk_avx2,
+	.pv = pv_avx2,
+};
+
+/* ---------------------------------------------------------------- AVX-512 */
+
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+
+AVX512 static inline __m512 ld16_f32(const void *w, int64_t i, __mmask16 m)
+{
+	return _mm512_maskz_loadu_ps(m, (const float *)w + i);
+}
+
+AVX512 static inline __m512 ld16_f16(const void *w, int64_t i, __mmask16 m)
+{
+	return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)w + i));
+}
+
+AVX512 static inline __m512 ld16_bf16(const void *w, int64_t i, __mmask16 m)
+{
+	__m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)w + i);
+	return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/*
+ * 4 rows x 4 tokens of accumulators (16 of 32 zmm registers).  The n_in
+ * tail is a masked load, so there is no scalar remainder.
+ */
+#define AVX512_ROWS(NAME, LD)                                                 \
+AVX512 static void NAME(const void *w, size_t row_bytes, int64_t n_in,        \
+                        int64_t r0, int64_t r1, const float *x, int64_t ldx,  \
+                        int n_tok, float *y, int64_t ldy)                     \
+{                                                                             \
+	int64_t r = r0;                                                       \
+	for (; r + 4 <= r1; r += 4) {                                         \
+		const char *w0 = (const char *)w + r * row_bytes;             \
+		const char *w1 = w0 + row_bytes, *w2 = w1 + row_bytes,        \
+		           *w3 = w2 + row_bytes;                              \
+		for (int t = 0; t < n_tok; t += 4) {                          \
+			int nt = n_tok - t < 4 ? n_tok - t : 4;               \
+			const float *x0 = x + t * ldx;                        \
+			const float *x1 = nt > 1 ? x0 + ldx : x0;             \
+			const float *x2 = nt > 2 ? x0 + 2 * ldx : x0;         \
+			const float *x3 = nt > 3 ? x0 + 3 * ldx : x0;         \
+			__m512 c[16];                                         \
+			for (int k = 0; k < 16; k++)                          \
+				c[k] = _mm512_setzero_ps();                   \
+			for (int64_t i = 0; i < n_in; i += 16) {              \
+				__mmask16 m = n_in - i >= 16 ? 0xffff :       \
+				        (__mmask16)((1u << (n_in - i)) - 1);  \
+				__m512 q0 = LD(w0, i, m), q1 = LD(w1, i, m),  \
+				       q2 = LD(w2, i, m), q3 = LD(w3, i, m);  \
+				__m512 v = _mm512_maskz_loadu_ps(m, x0 + i);  \
+				c[0] = _mm512_fmadd_ps(q0, v, c[0]);          \
+				c[1] = _mm512_fmadd_ps(q1, v, c[1]);          \
+				c[2] = _mm512_fmadd_ps(q2, v, c[2]);          \
+				c[3] = _mm512_fmadd_ps(q3, v, c[3]);          \
+				if (nt > 1) {                                 \
+				v = _mm512_maskz_loadu_ps(m, x1 + i);         \
+				c[4] = _mm512_fmadd_ps(q0, v, c[4]);          \
+				c[5] = _mm512_fmadd_ps(q1, v, c[5]);          \
+				c[6] = _mm512_fmadd_ps(q2, v, c[6]);          \
+				c[7] = _mm512_fmadd_ps(q3, v, c[7]);          \
+				}                                             \
+				if (nt > 2) {                                 \
+				v = _mm512_maskz_loadu_ps(m, x2 + i);         \
+				c[8] = _mm512_fmadd_ps(q0, v, c[8]);          \
+				c[9] = _mm512_fmadd_ps(q1, v, c[9]);          \
+				c[10] = _mm512_fmadd_ps(q2, v, c[10]);        \
+				c[11] = _mm512_fmadd_ps(q3, v, c[11]);        \
+				}                                             \
+				if (nt > 3) {                                 \
+				v = _mm512_maskz_loadu_ps(m, x3 + i);         \
+				c[12] = _mm512_fmadd_ps(q0, v, c[12]);        \
+				c[13] = _mm512_fmadd_ps(q1, v, c[13]);        \
+				c[14] = _mm512_fmadd_ps(q2, v, c[14]);        \
+				c[15] = _mm512_fmadd_ps(q3, v, c[15]);        \
+				}                                             \
+			}                                                     \
+			for (int k = 0; k < nt; k++) {                        \
+				float *yt = y + (t + k) * ldy + r;            \
+				yt[0] = _mm512_reduce_add_ps(c[4 * k]);       \
+				yt[1] = _mm512_reduce_add_ps(c[4 * k + 1]);   \
+				yt[2] = _mm512_reduce_add_ps(c[4 * k + 2]);   \
+				yt[3] = _mm512_reduce_add_ps(c[4 * k + 3]);   \
+			}                                                     \
+		}                                                             \
+	}                                                                     \
+	for (; r < r1; r++) {                                                 \
+		const char *wr = (const char *)w + r * row_bytes;             \
+		for (int t = 0; t < n_tok; t++) {                             \
+			const float *xt = x + t * ldx;                        \
+			__m512 a = _mm512_setzero_ps();                       \
+			for (int64_t i = 0; i < n_in; i += 16) {              \
+				__mmask16 m = n_in - i >= 16 ? 0xffff :       \
+				        (__mmask16)((1u << (n_in - i)) - 1);  \
+				a = _mm512_fmadd_ps(LD(wr, i, m),             \
+				        _mm512_maskz_loadu_ps(m, xt + i), a); \
+			}                                                     \
+			y[t * ldy + r] = _mm512_reduce_add_ps(a);             \
+		}                                                             \
+	}                                                                     \
+}
+
+AVX512_ROWS(rows_f32_avx512, ld16_f32)
+AVX512_ROWS(rows_f16_avx512, ld16_f16)
+AVX512_ROWS(rows_bf16_avx512, ld16_bf16)
+
+static const struct llm_cpu_kernels k_avx512 = {
+	.isa = "avx512",
+	.rows = {
+		[LLM_F32] = rows_f32_avx512,
+		[LLM_F16] = rows_f16_avx512,
+		[LLM_BF16] = rows_bf16_avx512,
+	},
+	.qk = qk_avx2,
+	.pv = pv_avx2,
+};
+
+#endif /* __x86_64__ */
+
+/* ---------------------------------------------------------------- dispatch */
+
+static bool cpu_has(const char *isa)
+{
+#if defined(__x86_64__)
+	__builtin_cpu_init();
+	if (!strcmp(isa, "avx2"))
+		return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+		       __builtin_cpu_supports("f16c");
+	if (!strcmp(isa, "avx512"))
+		return cpu_has("avx2") && __builtin_cpu_supports("avx512f") &&
+		       __builtin_cpu_supports("avx512bw") &&
+		       __builtin_cpu_supports("avx512vl");
+#endif
+	return !strcmp(isa, "scalar");
+}
+
+const struct llm_cpu_kernels *llm_cpu_kernels_for(const char *isa)
+{
+	if (!cpu_has(isa))
+		return NULL;
+#if defined(__x86_64__)
+	if (!strcmp(isa, "avx512"))
+		return &k_avx512;
+	if (!strcmp(isa, "avx2"))
+		return &k_avx2;
+#endif
+	return &k_scalar;
+}
+
+const struct llm_cpu_kernels *llm_cpu_kernels(void)
+{
+	static const struct llm_cpu_kernels *best;
+	if (!best) {
+		static const char *order[] = { "avx512", "avx2", "scalar" };
+		const char *cap = getenv("LLMKIT_CPU");
+		int start = 0;
+		for (int i = 0; cap && i < 3; i++)
+			if (!strcmp(cap, order[i]))
+				start = i;
+		for (int i = start; i < 3 && !best; i++)
+			best = llm_cpu_kernels_for(order[i]);
+	}
+	return best;
+}

@@ -1,0 +1,43 @@
+/*
+ * kernels.h - the CPU backend's inner loops (internal).
+ *
+ * One table per instruction set; "scalar" is the plain reference the SIMD
+ * tables are tested against.  The table is picked once at startup from what
+ * the CPU supports (LLMKIT_CPU=scalar|avx2 caps the choice).
+ */
+#ifndef LLMKIT_CPU_KERNELS_H
+#define LLMKIT_CPU_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "llmkit/tensor.h"
+
+/*
+ * Rows kernel (matrix times a few vectors): for rows r in [r0, r1) of w
+ * (row_bytes apart, n_in elements each) and tokens t < n_tok:
+ *     y[t * ldy + r] = dot(w row r, x + t * ldx)
+ * Reads each weight row once for all the tokens.
+ */
+typedef void (*llm_rows_fn)(const void *w, size_t row_bytes, int64_t n_in,
+                            int64_t r0, int64_t r1, const float *x,
+                            int64_t ldx, int n_tok, float *y, int64_t ldy);
+
+struct llm_cpu_kernels {
+	const char *isa;
+	llm_rows_fn rows[LLM_DTYPE_COUNT];   /* NULL: dtype not supported */
+	/* out[j] = scale * dot(q, k + j * stride), j < n (attention scores) */
+	void (*qk)(const float *q, const float *k, int64_t stride, int n, int hd,
+	           float scale, float *out);
+	/* acc += sum_j p[j] * (v + j * stride), j < n (attention values) */
+	void (*pv)(float *acc, const float *p, const float *v, int64_t stride, int n,
+	           int hd);
+};
+
+/* The table for an ISA name ("scalar", "avx2", "avx512"); NULL if this CPU
+ * cannot run it. */
+const struct llm_cpu_kernels *llm_cpu_kernels_for(const char *isa);
+/* The best table for this CPU (respecting LLMKIT_CPU). */
+const struct llm_cpu_kernels *llm_cpu_kernels(void);
+
+#endif

@@ -1,0 +1,473 @@
+/*
+ * forward.c - the forward pass over a token batch (forward.h).
+ *
+ * Per layer, over all n tokens of the batch at once:
+ *
+ *   xb = rmsnorm(x) ; q, k, v = xb Wq, xb Wk, xb Wv (+ biases) ; rope(q, k)
+ *   store k, v at each token's KV slot ; a = attention(q, its sequence's KV)
+ *   x += a Wo ; xb = rmsnorm(x) ; x += (silu(xb Wg) * xb Wu) Wd
+ *
+ * then the final norm and output matrix only for the tokens that want
+ * logits.  Everything here is backend calls; this file never touches an
+ * activation itself, so it drives any backend.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "llmkit/backend.h"
+#include "llmkit/error.h"
+#include "llmkit/forward.h"
+#include "llmkit/kvcache.h"
+#include "llmkit/model.h"
+#include "llmkit/util.h"
+
+/* ---------------------------------------------------------------- batch */
+
+int llm_batch_init(struct llm_batch *b, int cap)
+{
+	memset(b, 0, sizeof(*b));
+	if (cap < 1)
+		return llm_error(LLM_EINVAL, "batch capacity must be positive");
+	b->token = malloc(cap * sizeof(*b->token));
+	b->pos = malloc(cap * sizeof(*b->pos));
+	b->seq = malloc(cap * sizeof(*b->seq));
+	b->adapter = malloc(cap * sizeof(*b->adapter));
+	b->logits = malloc(cap * sizeof(*b->logits));
+	if (!b->token || !b->pos || !b->seq || !b->adapter || !b->logits) {
+		llm_batch_free(b);
+		return llm_error(LLM_ENOMEM, "out of memory");
+	}
+	b->cap = cap;
+	return 0;
+}
+
+void llm_batch_free(struct llm_batch *b)
+{
+	free(b->token);
+	free(b->pos);
+	free(b->seq);
+	free(b->adapter);
+	free(b->logits);
+	memset(b, 0, sizeof(*b));
+}
+
+void llm_batch_clear(struct llm_batch *b)
+{
+	b->n = 0;
+}
+
+int llm_batch_add(struct llm_batch *b, int32_t token, int32_t pos, int32_t seq,
+                  bool logits)
+{
+	if (b->n >= b->cap)
+		return llm_error(LLM_ENOMEM, "batch full (%d tokens)", b->cap);
+	b->token[b->n] = token;
+	b->pos[b->n] = pos;
+	b->seq[b->n] = seq;
+	b->adapter[b->n] = -1;
+	b->logits[b->n] = logits;
+	b->n++;
+	return 0;
+}
+
+/* ---------------------------------------------------------------- context */
+
+struct llm_ctx {
+	const struct llm_model *m;
+	struct llm_backend *be;
+	struct llm_kvcache *kv;
+	int n_ctx, n_batch;
+
+	/* activations, backend memory, n_batch rows each */
+	float *x, *xb, *q, *k, *v, *att, *g, *u;
+	/* logits: backend rows and their host view */
+	float *out_x;          /* (n_batch x n_embd) rows wanting logits */
+	float *logits;         /* (n_batch x n_vocab) backend */
+	float *logits_host;    /* == logits for host-memory backends */
+	int logits_cap;        /* rows allocated */
+	int *out_row;          /* (n_batch) batch token -> logits row, -1 */
+	int out_cap;           /* batch size out_row covers */
+
+	/* per-call host scratch */
+	int32_t *slots;
+	const int32_t **tables;
+	int32_t *next_pos;     /* (n_seq_max) */
+	int32_t *first_pos;    /* (n_seq_max) */
+
+	struct llm_ctx_stats stats;
+};
+
+void llm_ctx_params_default(struct llm_ctx_params *p)
+{
+	memset(p, 0, sizeof(*p));
+	p->n_batch = 512;
+	p->n_seq_max = 64;
+	p->kv_block_size = 16;
+}
+
+static void *balloc(struct llm_ctx *c, size_t n_floats)
+{
+	return c->be->ops->alloc(c->be, n_floats * sizeof(float));
+}
+
+static void bfree(struct llm_ctx *c, void *p)
+{
+	if (p)
+		c->be->ops->dealloc(c->be, p);
+}
+
+int llm_ctx_new(struct llm_ctx **out, const struct llm_model *m,
+                const struct llm_ctx_params *pin)
+{
+	struct llm_ctx_params p = *pin;
+	const struct llm_hparams *hp = &m->hp;
+	struct llm_ctx *c;
+	int rc;
+
+	if (p.n_batch <= 0)
+		p.n_batch = 512;
+	if (p.n_seq_max <= 0)
+		p.n_seq_max = 64;
+	if (p.kv_block_size <= 0)
+		p.kv_block_size = 16;
+	if (p.n_ctx <= 0)
+		p.n_ctx = hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096;
+	if (p.n_ctx > (1 << 24))
+		return llm_error(LLM_EINVAL, "context size %d is too large", p.n_ctx);
+
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return llm_error(LLM_ENOMEM, "out of memory");
+	c->m = m;
+	c->n_ctx = p.n_ctx;
+	c->n_batch = p.n_batch;
+	if ((rc = llm_backend_init(&c->be, p.device, p.n_threads)))
+		goto fail;
+
+	/* every weight dtype must be computable on this backend */
+	for (int il = 0; il < hp->n_layer; il++) {
+		const struct llm_layer *l = &m->layers[il];
+		const struct llm_tensor *ws[] = { &l->wq, &l->wk, &l->wv, &l->wo,
+		                                  &l->w_gate, &l->w_up, &l->w_down };
+		for (size_t i = 0; i < sizeof(ws) / sizeof(ws[0]); i++)
+			if (!c->be->ops->supports(c->be, ws[i]->type)) {
+				rc = llm_error(LLM_EUNSUPPORTED, "%s: %s weights are not "
+				               "supported by the %s backend", ws[i]->name,
+				               llm_dtype_name(ws[i]->type), c->be->ops->name);
+				goto fail;
+			}
+	}
+	if (!c->be->ops->supports(c->be, m->output.type) ||
+	    !c->be->ops->supports(c->be, m->tok_embd.type)) {
+		rc = llm_error(LLM_EUNSUPPORTED, "output/embedding dtype %s is not "
+		               "supported by the %s backend",
+		               llm_dtype_name(m->output.type), c->be->ops->name);
+		goto fail;
+	}
+
+	struct llm_kv_params kp = {
+		.n_layer = hp->n_layer,
+		.kv_dim = hp->n_head_kv * hp->head_dim,
+		.block_size = p.kv_block_size,
+		.n_blocks = p.kv_blocks,
+		.max_seqs = p.n_seq_max,
+		.max_pos = p.n_ctx,
+	};
+	uint64_t per_block = 2ull * hp->n_layer * p.kv_block_size * kp.kv_dim * sizeof(float);
+	if (kp.n_blocks <= 0) {
+		uint64_t want;
+		if (p.kv_mem) {
+			want = p.kv_mem / per_block;
+		} else {
+			/* every sequence at full context, within 1 GiB, but at
+			 * least one full context */
+			uint64_t full = (uint64_t)p.n_seq_max *
+			                ((p.n_ctx + p.kv_block_size - 1) / p.kv_block_size);
+			uint64_t cap = (1ull << 30) / per_block;
+			uint64_t one = (p.n_ctx + p.kv_block_size - 1) / p.kv_block_size;
+			want = full < cap ? full : cap;
+			if (want < one)
+				want = one;
+		}
+		if (want < 1 || want > INT32_MAX / (uint64_t)p.kv_block_size) {
+			rc = llm_error(LLM_EINVAL, "KV cache memory of %llu bytes holds "
+			               "%llu blocks", (unsigned long long)p.kv_mem,
+			               (unsigned long long)want);
+			goto fail;
+		}
+		kp.n_blocks = (int)want;
+	}
+	if ((rc = llm_kv_init(&c->kv, &kp, c->be)))
+		goto fail;
+
+	int64_t nb = p.n_batch, q_dim = (int64_t)hp->n_head * hp->head_dim;
+	c->x = balloc(c, nb * hp->n_embd);
+	c->xb = balloc(c, nb * hp->n_embd);
+	c->q = balloc(c, nb * q_dim);
+	c->k = balloc(c, nb * kp.kv_dim);
+	c->v = balloc(c, nb * kp.kv_dim);
+	c->att = balloc(c, nb * q_dim);
+	c->g = balloc(c, nb * hp->n_ff);
+	c->u = balloc(c, nb * hp->n_ff);
+	c->out_x = balloc(c, nb * hp->n_embd);
+	c->slots = malloc(nb * sizeof(*c->slots));
+	c->tables = malloc(nb * sizeof(*c->tables));
+	c->next_pos = malloc(p.n_seq_max * sizeof(*c->next_pos));
+	c->first_pos = malloc(p.n_seq_max * sizeof(*c->first_pos));
+	if (!c->x || !c->xb || !c->q || !c->k || !c->v || !c->att || !c->g || !c->u ||
+	    !c->out_x || !c->slots || !c->tables || !c->next_pos || !c->first_pos) {
+		rc = llm_error(LLM_ENOMEM, "out of memory for a batch of %d tokens",
+		               p.n_batch);
+		goto fail;
+	}
+	*out = c;
+	return 0;
+fail:
+	llm_ctx_free(c);
+	return rc;
+}
+
+void llm_ctx_free(struct llm_ctx *c)
+{
+	if (!c)
+		return;
+	if (c->be) {
+		bfree(c, c->x);
+		bfree(c, c->xb);
+		bfree(c, c->q);
+		bfree(c, c->k);
+		bfree(c, c->v);
+		bfree(c, c->att);
+		bfree(c, c->g);
+		bfree(c, c->u);
+		bfree(c, c->out_x);
+		bfree(c, c->logits);
+		if (c->logits_host != c->logits)
+			free(c->logits_host);
+		llm_kv_free(c->kv);
+		llm_backend_free(c->be);
+	}
+	free(c->out_row);
+	free(c->slots);
+	free(c->tables);
+	free(c->next_pos);
+	free(c->first_pos);
+	free(c);
+}
+
+const struct llm_model *llm_ctx_model(const struct llm_ctx *c) { return c->m; }
+struct llm_kvcache *llm_ctx_kv(struct llm_ctx *c) { return c->kv; }
+struct llm_backend *llm_ctx_backend(struct llm_ctx *c) { return c->be; }
+int llm_ctx_n_ctx(const struct llm_ctx *c) { return c->n_ctx; }
+int llm_ctx_n_batch(const struct llm_ctx *c) { return c->n_batch; }
+int llm_ctx_n_vocab(const struct llm_ctx *c) { return c->m->hp.n_vocab; }
+
+void llm_ctx_stats(const struct llm_ctx *c, struct llm_ctx_stats *s)
+{
+	*s = c->stats;
+}
+
+const float *llm_ctx_logits(const struct llm_ctx *c, int i)
+{
+	if (i < 0 || i >= c->out_cap || c->out_row[i] < 0)
+		return NULL;
+	return c->logits_host + (int64_t)c->out_row[i] * c->m->hp.n_vocab;
+}
+
+/* ---------------------------------------------------------------- decode */
+
+/* Check the batch and give every token its logits row. */
+static int check_batch(struct llm_ctx *c, const struct llm_batch *b, int *n_out)
+{
+	const struct llm_hparams *hp = &c->m->hp;
+	int max_seqs = llm_kv_max_seqs(c->kv);
+
+	for (int s = 0; s < max_seqs; s++)
+		c->next_pos[s] = -1;
+	*n_out = 0;
+	for (int i = 0; i < b->n; i++) {
+		int s = b->seq[i];
+		if (b->token[i] < 0 || b->token[i] >= hp->n_vocab)
+			return llm_error(LLM_EINVAL, "batch token %d: id %d is outside the "
+			                 "vocabulary (%d)", i, b->token[i], hp->n_vocab);
+		if (!(s >= 0 && s < max_seqs && llm_kv_seq_valid(c->kv, s)))
+			return llm_error(LLM_EINVAL, "batch token %d: sequence %d does not "
+			                 "exist", i, s);
+		if (b->pos[i] < 0 || b->pos[i] >= c->n_ctx)
+			return llm_error(LLM_ERANGE, "sequence %d: position %d is beyond the "
+			                 "context size %d", s, b->pos[i], c->n_ctx);
+		if (c->next_pos[s] < 0)
+			c->first_pos[s] = c->next_pos[s] = llm_kv_seq_len(c->kv, s);
+		if (b->pos[i] != c->next_pos[s])
+			return llm_error(LLM_EINVAL, "batch token %d: sequence %d expects "
+			                 "position %d, got %d", i, s, c->next_pos[s],
+			                 b->pos[i]);
+		c->next_pos[s]++;
+		if (b->logits[i])
+			(*n_out)++;
+	}
+	return 0;
+}
+
+static int reserve_kv(struct llm_ctx *c)
+{
+	int max_seqs = llm_kv_max_seqs(c->kv);
+	int rc = 0, s;
+
+	for (s = 0; s < max_seqs; s++) {
+		if (c->next_pos[s] < 0)
+			continue;
+		if ((rc = llm_kv_prepare(c->kv, s, c->first_pos[s], c->next_pos[s])))
+			break;
+	}
+	if (rc)  /* undo: the batch's positions were never written */
+		for (int t = 0; t < s; t++)
+			if (c->next_pos[t] >= 0)
+				llm_kv_seq_truncate(c->kv, t, c->first_pos[t]);
+	return rc;
+}
+
+struct chunk {
+	const struct llm_batch *b;
+	int i0, n;
+};
+
+static void layer_forward(struct llm_ctx *c, int il, const struct chunk *ch)
+{
+	const struct llm_model *m = c->m;
+	const struct llm_hparams *hp = &m->hp;
+	const struct llm_layer *l = &m->layers[il];
+	const struct llm_backend_ops *op = c->be->ops;
+	struct llm_backend *be = c->be;
+	int n = ch->n;
+	int kv_dim = hp->n_head_kv * hp->head_dim;
+	int q_dim = hp->n_head * hp->head_dim;
+	const int32_t *pos = ch->b->pos + ch->i0;
+
+	op->rmsnorm(be, c->x, l->attn_norm.data, c->xb, n, hp->n_embd, hp->rms_eps);
+	op->matmul(be, &l->wq, c->xb, c->q, n);
+	op->matmul(be, &l->wk, c->xb, c->k, n);
+	op->matmul(be, &l->wv, c->xb, c->v, n);
+	if (l->bq.data) {
+		op->add_bias(be, c->q, l->bq.data, n, q_dim);
+		op->add_bias(be, c->k, l->bk.data, n, kv_dim);
+		op->add_bias(be, c->v, l->bv.data, n, kv_dim);
+	}
+	op->rope(be, c->q, pos, n, hp->n_head, hp->head_dim, &hp->rope);
+	op->rope(be, c->k, pos, n, hp->n_head_kv, hp->head_dim, &hp->rope);
+	op->kv_store(be, llm_kv_k(c->kv, il), c->k, c->slots, n, kv_dim);
+	op->kv_store(be, llm_kv_v(c->kv, il), c->v, c->slots, n, kv_dim);
+
+	struct llm_attn_batch ab = {
+		.n_tokens = n,
+		.n_head = hp->n_head,
+		.n_head_kv = hp->n_head_kv,
+		.head_dim = hp->head_dim,
+		.scale = 1.0f / sqrtf((float)hp->head_dim),
+		.pos = pos,
+		.table = c->tables,
+		.block_size = llm_kv_block_size(c->kv),
+		.k = llm_kv_k(c->kv, il),
+		.v = llm_kv_v(c->kv, il),
+	};
+	op->attention(be, &ab, c->q, c->att);
+	op->matmul(be, &l->wo, c->att, c->xb, n);
+	op->add(be, c->x, c->xb, (int64_t)n * hp->n_embd);
+
+	op->rmsnorm(be, c->x, l->ffn_norm.data, c->xb, n, hp->n_embd, hp->rms_eps);
+	op->matmul(be, &l->w_gate, c->xb, c->g, n);
+	op->matmul(be, &l->w_up, c->xb, c->u, n);
+	op->swiglu(be, c->g, c->u, (int64_t)n * hp->n_ff);
+	op->matmul(be, &l->w_down, c->g, c->xb, n);
+	op->add(be, c->x, c->xb, (int64_t)n * hp->n_embd);
+}
+
+/* Make room for n_out logits rows (backend and host). */
+static int reserve_logits(struct llm_ctx *c, int n_out, int *cap)
+{
+	int64_t nv = c->m->hp.n_vocab;
+	if (n_out <= *cap)
+		return 0;
+	int want = n_out < 16 ? 16 : n_out;
+	bfree(c, c->logits);
+	if (c->logits_host != c->logits)
+		free(c->logits_host);
+	c->logits = balloc(c, (size_t)want * nv);
+	c->logits_host = c->be->ops->host_memory ? c->logits
+	                                         : malloc((size_t)want * nv * sizeof(float));
+	if (!c->logits || !c->logits_host) {
+		*cap = 0;
+		return llm_error(LLM_ENOMEM, "out of memory for %d rows of logits", want);
+	}
+	*cap = want;
+	return 0;
+}
+
+int llm_decode(struct llm_ctx *c, const struct llm_batch *b)
+{
+	const struct llm_model *m = c->m;
+	const struct llm_hparams *hp = &m->hp;
+	const struct llm_backend_ops *op = c->be->ops;
+	int n_out, rc;
+	double t0 = llm_time_now();
+
+	if (b->n <= 0)
+		return llm_error(LLM_EINVAL, "empty batch");
+	if ((rc = check_batch(c, b, &n_out)))
+		return rc;
+	if (b->n > c->out_cap) {
+		int *r = realloc(c->out_row, b->n * sizeof(int));
+		if (!r)
+			return llm_error(LLM_ENOMEM, "out of memory");
+		c->out_row = r;
+		c->out_cap = b->n;
+	}
+	if ((rc = reserve_logits(c, n_out, &c->logits_cap)))
+		return rc;
+	if ((rc = reserve_kv(c)))
+		return rc;
+
+	int row = 0;
+	for (int i0 = 0; i0 < b->n; i0 += c->n_batch) {
+		struct chunk ch = { b, i0, b->n - i0 < c->n_batch ? b->n - i0 : c->n_batch };
+		for (int i = 0; i < ch.n; i++) {
+			int s = b->seq[i0 + i];
+			c->slots[i] = llm_kv_slot(c->kv, s, b->pos[i0 + i]);
+			c->tables[i] = llm_kv_table(c->kv, s);
+		}
+		op->get_rows(c->be, &m->tok_embd, b->token + i0, ch.n, c->x);
+		for (int il = 0; il < hp->n_layer; il++)
+			layer_forward(c, il, &ch);
+
+		/* gather the rows that want logits, then norm + output */
+		int n_here = 0;
+		for (int i = 0; i < ch.n; i++) {
+			if (!b->logits[i0 + i]) {
+				c->out_row[i0 + i] = -1;
+				continue;
+			}
+			op->copy(c->be, c->out_x + (int64_t)n_here * hp->n_embd,
+			         c->x + (int64_t)i * hp->n_embd, hp->n_embd * sizeof(float));
+			c->out_row[i0 + i] = row + n_here;
+			n_here++;
+		}
+		if (n_here) {
+			op->rmsnorm(c->be, c->out_x, m->output_norm.data, c->out_x, n_here,
+			            hp->n_embd, hp->rms_eps);
+			op->matmul(c->be, &m->output, c->out_x,
+			           c->logits + (int64_t)row * hp->n_vocab, n_here);
+			row += n_here;
+		}
+	}
+	for (int i = b->n; i < c->out_cap; i++)
+		c->out_row[i] = -1;
+	op->synchronize(c->be);
+	if (!op->host_memory && n_out)
+		op->download(c->be, c->logits_host, c->logits,
+		             (size_t)n_out * hp->n_vocab * sizeof(float));
+	c->stats.t_decode += llm_time_now() - t0;
+	c->stats.n_tokens += b->n;
+	c->stats.n_calls++;
+	return 0;
+}

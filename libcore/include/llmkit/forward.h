@@ -1,0 +1,96 @@
+/*
+ * forward.h - the one forward pass, over a token batch.
+ *
+ * A batch is a flat list of tokens, each with the KV sequence it belongs
+ * to, its position in that sequence, an adapter slot (-1: none; LoRA) and
+ * whether its logits are wanted.  One call can hold the prompt of a new
+ * request, one decode token of each of forty running requests and the beams
+ * of a beam search.  Matrix products run over all tokens at once; attention
+ * runs per token over its own sequence's KV blocks; so a sequence's result
+ * does not depend on what else shares its batch.
+ *
+ * Rules a batch must follow (checked, LLM_EINVAL otherwise): tokens of one
+ * sequence appear in increasing, contiguous positions, the first of them
+ * equal to the sequence's current length (use llm_kv_seq_truncate to
+ * rewind); token ids < n_vocab; positions < n_ctx.
+ */
+#ifndef LLMKIT_FORWARD_H
+#define LLMKIT_FORWARD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct llm_model;
+struct llm_backend;
+struct llm_kvcache;
+
+struct llm_batch {
+	int n, cap;
+	int32_t *token;    /* (cap) */
+	int32_t *pos;      /* (cap) */
+	int32_t *seq;      /* (cap) */
+	int32_t *adapter;  /* (cap) -1: base model */
+	int8_t *logits;    /* (cap) 1: produce logits for this token */
+};
+
+int llm_batch_init(struct llm_batch *b, int cap);
+void llm_batch_free(struct llm_batch *b);
+void llm_batch_clear(struct llm_batch *b);
+/* Append a token; LLM_ENOMEM when the batch is full. */
+int llm_batch_add(struct llm_batch *b, int32_t token, int32_t pos, int32_t seq,
+                  bool logits);
+
+struct llm_ctx_params {
+	int n_threads;        /* <= 0: all CPUs */
+	const char *device;   /* "cpu" (default) */
+	int n_ctx;            /* positions per sequence; 0: the model's, capped at 4096 */
+	int n_batch;          /* most tokens per llm_decode call (default 512) */
+	int n_seq_max;        /* sequences (default 64) */
+	int kv_block_size;    /* default 16 */
+	int kv_blocks;        /* 0: from kv_mem, else enough for n_seq_max full contexts capped by 1 GiB */
+	uint64_t kv_mem;      /* bytes for the KV cache when kv_blocks is 0 */
+};
+
+void llm_ctx_params_default(struct llm_ctx_params *p);
+
+struct llm_ctx;
+
+int llm_ctx_new(struct llm_ctx **out, const struct llm_model *m,
+                const struct llm_ctx_params *p);
+void llm_ctx_free(struct llm_ctx *ctx);
+
+const struct llm_model *llm_ctx_model(const struct llm_ctx *ctx);
+struct llm_kvcache *llm_ctx_kv(struct llm_ctx *ctx);
+struct llm_backend *llm_ctx_backend(struct llm_ctx *ctx);
+int llm_ctx_n_ctx(const struct llm_ctx *ctx);
+int llm_ctx_n_batch(const struct llm_ctx *ctx);
+int llm_ctx_n_vocab(const struct llm_ctx *ctx);
+
+/*
+ * Run the model over a batch: KV rows of every token are written into its
+ * sequence, and logits are computed for the tokens that asked.  On error
+ * nothing is written into any sequence (KV blocks are reserved first).
+ * Batches larger than n_batch are split internally.
+ */
+int llm_decode(struct llm_ctx *ctx, const struct llm_batch *b);
+
+/* Logits (n_vocab floats) of token i of the last batch; NULL if token i did
+ * not ask for them. Valid until the next llm_decode. */
+const float *llm_ctx_logits(const struct llm_ctx *ctx, int i);
+
+/* Time spent in llm_decode and tokens processed, since creation. */
+struct llm_ctx_stats {
+	double t_decode;
+	int64_t n_tokens;
+	int64_t n_calls;
+};
+void llm_ctx_stats(const struct llm_ctx *ctx, struct llm_ctx_stats *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,81 @@
+/*
+ * kvcache.h - the paged KV cache.
+ *
+ * Keys and values of every layer live in fixed-size blocks of block_size
+ * positions.  Each sequence owns a block table (logical block i -> physical
+ * block); physical blocks carry reference counts, so a sequence can be
+ * forked (beam search, a shared prompt) by copying its table and bumping
+ * counts.  A block shared by several sequences is copied before one of them
+ * writes into it (copy-on-write), so forks never see each other's tokens.
+ *
+ * Memory: for each layer, k and v are arrays of n_blocks * block_size
+ * slots of n_head_kv * head_dim floats; physical slot of position p of a
+ * sequence = table[p / block_size] * block_size + p % block_size.
+ */
+#ifndef LLMKIT_KVCACHE_H
+#define LLMKIT_KVCACHE_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct llm_backend;
+struct llm_kvcache;
+
+struct llm_kv_params {
+	int n_layer;
+	int kv_dim;           /* n_head_kv * head_dim */
+	int block_size;       /* positions per block (default 16) */
+	int n_blocks;         /* physical blocks in the pool */
+	int max_seqs;         /* sequence ids 0 .. max_seqs-1 */
+	int max_pos;          /* positions per sequence (the context size) */
+};
+
+int llm_kv_init(struct llm_kvcache **out, const struct llm_kv_params *p,
+                struct llm_backend *be);
+void llm_kv_free(struct llm_kvcache *kv);
+
+/* Bytes a cache of these parameters takes. */
+uint64_t llm_kv_bytes(const struct llm_kv_params *p);
+
+/* A new empty sequence: its id, or LLM_ENOMEM when all ids are in use. */
+int llm_kv_seq_new(struct llm_kvcache *kv);
+/* Release a sequence and its blocks. */
+void llm_kv_seq_free(struct llm_kvcache *kv, int seq);
+/* A new sequence sharing all of src's blocks (no copy until a write). */
+int llm_kv_seq_fork(struct llm_kvcache *kv, int src);
+/* Positions the sequence holds. */
+int llm_kv_seq_len(const struct llm_kvcache *kv, int seq);
+/* Drop positions >= len. */
+void llm_kv_seq_truncate(struct llm_kvcache *kv, int seq, int len);
+int llm_kv_seq_valid(const struct llm_kvcache *kv, int seq);
+
+/*
+ * Make positions [from, to) writable: blocks allocated where missing, and
+ * shared blocks in that range copied (copy-on-write).  The sequence length
+ * becomes max(len, to).  LLM_ENOMEM when the pool runs out (nothing is
+ * changed then), LLM_ERANGE when to > max_pos.
+ */
+int llm_kv_prepare(struct llm_kvcache *kv, int seq, int from, int to);
+
+/* Physical slot of a position (which must be < len). */
+int32_t llm_kv_slot(const struct llm_kvcache *kv, int seq, int pos);
+/* The block table of a sequence (valid until the next prepare/free). */
+const int32_t *llm_kv_table(const struct llm_kvcache *kv, int seq);
+
+int llm_kv_block_size(const struct llm_kvcache *kv);
+int llm_kv_n_blocks(const struct llm_kvcache *kv);
+int llm_kv_n_free_blocks(const struct llm_kvcache *kv);
+int llm_kv_max_pos(const struct llm_kvcache *kv);
+int llm_kv_max_seqs(const struct llm_kvcache *kv);
+int llm_kv_block_refs(const struct llm_kvcache *kv, int block);
+/* Layer storage (backend memory). */
+float *llm_kv_k(struct llm_kvcache *kv, int layer);
+float *llm_kv_v(struct llm_kvcache *kv, int layer);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
