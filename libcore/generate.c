@@ -1,0 +1,761 @@
+/*
+ * generate.c - static-batch generation: sampling and beam search over the
+ * token-batch forward (generate.h).
+ *
+ * One loop serves both kinds of request.  Each step gathers the last token
+ * of every live sequence - a sampled request has one, a beam search has one
+ * per beam - into a single batch, runs llm_decode once, and hands each
+ * request its logits.  Beams fork their KV sequence when a beam has several
+ * children, so the prompt and the common prefix are stored once and copied
+ * a block at a time only where they diverge.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "llmkit/error.h"
+#include "llmkit/forward.h"
+#include "llmkit/generate.h"
+#include "llmkit/kvcache.h"
+#include "llmkit/model.h"
+#include "llmkit/tokenizer.h"
+#include "llmkit/util.h"
+
+const char *llm_finish_name(enum llm_finish f)
+{
+	switch (f) {
+	case LLM_FINISH_NONE: return "none";
+	case LLM_FINISH_LENGTH: return "length";
+	case LLM_FINISH_EOS: return "eos";
+	case LLM_FINISH_STOP: return "stop";
+	case LLM_FINISH_CONTEXT: return "context";
+	}
+	return "?";
+}
+
+void llm_gen_params_default(struct llm_gen_params *p)
+{
+	memset(p, 0, sizeof(*p));
+	llm_sampling_default(&p->sampling);
+	p->max_tokens = 128;
+	p->n_beams = 1;
+	p->length_penalty = 1.0f;
+	p->early_stopping = true;
+}
+
+void llm_gen_request_clear(struct llm_gen_request *r)
+{
+	free(r->tokens);
+	free(r->text);
+	r->tokens = NULL;
+	r->text = NULL;
+	r->n_tokens = 0;
+	r->text_len = 0;
+	r->logprob = 0;
+	r->finish = LLM_FINISH_NONE;
+	r->t_first_token = r->t_done = 0;
+}
+
+/* ---------------------------------------------------------------- buffers */
+
+struct toks {
+	int32_t *v;
+	int n, cap;
+};
+
+static int toks_push(struct toks *t, int32_t x)
+{
+	if (t->n == t->cap) {
+		int nc = t->cap ? t->cap * 2 : 64;
+		int32_t *v = realloc(t->v, nc * sizeof(*v));
+		if (!v)
+			return llm_error(LLM_ENOMEM, "out of memory");
+		t->v = v;
+		t->cap = nc;
+	}
+	t->v[t->n++] = x;
+	return 0;
+}
+
+static int toks_copy(struct toks *dst, const struct toks *src)
+{
+	dst->v = malloc((src->cap ? src->cap : 1) * sizeof(int32_t));
+	if (!dst->v)
+		return llm_error(LLM_ENOMEM, "out of memory");
+	memcpy(dst->v, src->v, src->n * sizeof(int32_t));
+	dst->n = src->n;
+	dst->cap = src->cap ? src->cap : 1;
+	return 0;
+}
+
+struct text {
+	char *s;
+	size_t n, cap;
+};
+
+static int text_add(struct text *t, const char *p, size_t n)
+{
+	if (t->n + n + 1 > t->cap) {
+		size_t nc = t->cap ? t->cap * 2 : 256;
+		while (nc < t->n + n + 1)
+			nc *= 2;
+		char *s = realloc(t->s, nc);
+		if (!s)
+			return llm_error(LLM_ENOMEM, "out of memory");
+		t->s = s;
+		t->cap = nc;
+	}
+	memcpy(t->s + t->n, p, n);
+	t->n += n;
+	t->s[t->n] = 0;
+	return 0;
+}
+
+/* ---------------------------------------------------------------- stops */
+
+/* Earliest stop string in s[0..n) that ends after 'from'; -1 if none. */
+static int64_t find_stop(const struct llm_gen_params *p, const char *s, size_t n,
+                         size_t from)
+{
+	int64_t best = -1;
+	for (int k = 0; k < p->n_stop; k++) {
+		size_t ls = strlen(p->stop[k]);
+		if (!ls || ls > n)
+			continue;
+		size_t start = from >= ls ? from - ls + 1 : 0;
+		for (size_t i = start; i + ls <= n; i++) {
+			if (!memcmp(s + i, p->stop[k], ls)) {
+				if (best < 0 || (int64_t)i < best)
+					best = (int64_t)i;
+				break;
+			}
+		}
+	}
+	return best;
+}
+
+/* Bytes at the end of s that could begin a stop string: held back. */
+static size_t stop_hold(const struct llm_gen_params *p, const char *s, size_t n)
+{
+	size_t hold = 0;
+	for (int k = 0; k < p->n_stop; k++) {
+		size_t ls = strlen(p->stop[k]);
+		for (size_t h = ls > 1 ? ls - 1 : 0; h > hold; h--)
+			if (h <= n && !memcmp(s + n - h, p->stop[k], h)) {
+				hold = h;
+				break;
+			}
+	}
+	return hold;
+}
+
+/* ---------------------------------------------------------------- runs */
+
+struct beam {
+	int seq;
+	struct toks t;
+	double score;        /* sum of log-probs */
+};
+
+struct hyp {
+	struct toks t;
+	double score;        /* sum of log-probs */
+	double rank;         /* length-penalised score */
+	enum llm_finish finish;
+};
+
+struct run {
+	struct llm_gen_request *r;
+	int index;
+	bool done;
+	int max_new;             /* tokens allowed (max_tokens capped by context) */
+	bool limited_by_ctx;
+
+	/* sampling */
+	int seq;
+	struct llm_sampler *smp;
+	struct llm_detok dt;
+	struct toks out;
+	struct text text;
+	size_t emitted;
+	int batch_row;           /* this step's row in the batch */
+
+	/* beam search */
+	struct beam *beams;
+	int n_beams;
+	struct hyp *hyps;
+	int n_hyps;
+	int *rows;               /* batch row of each beam */
+};
+
+struct gen {
+	struct llm_ctx *ctx;
+	const struct llm_tokenizer *tok;
+	struct llm_kvcache *kv;
+	int n_vocab;
+	llm_gen_stream_fn cb;
+	void *user;
+	double t0;
+	struct llm_gen_stats *st;
+	char piece[1024];
+};
+
+static int emit(struct gen *g, struct run *u, size_t upto)
+{
+	if (!g->cb || upto <= u->emitted)
+		return 0;
+	int rc = g->cb(g->user, u->index, u->text.s + u->emitted, upto - u->emitted);
+	u->emitted = upto;
+	return rc ? llm_error(LLM_ECANCELED, "generation canceled") : 0;
+}
+
+static int finish_sampled(struct gen *g, struct run *u, enum llm_finish why)
+{
+	struct llm_gen_request *r = u->r;
+	int rc;
+
+	/* anything held back as an incomplete character */
+	size_t k = llm_detok_flush(&u->dt, g->piece, sizeof(g->piece));
+	if (k && why != LLM_FINISH_STOP && (rc = text_add(&u->text, g->piece, k)))
+		return rc;
+	if (why != LLM_FINISH_STOP) {
+		int64_t at = find_stop(&r->params, u->text.s, u->text.n, 0);
+		if (at >= 0) {
+			u->text.n = (size_t)at;
+			why = LLM_FINISH_STOP;
+		}
+	}
+	if (u->text.s)
+		u->text.s[u->text.n] = 0;
+	if ((rc = emit(g, u, u->text.n)))
+		return rc;
+	r->tokens = u->out.v;
+	r->n_tokens = u->out.n;
+	u->out.v = NULL;
+	r->text = u->text.s ? u->text.s : strdup("");
+	r->text_len = u->text.n;
+	u->text.s = NULL;
+	r->finish = why;
+	r->t_done = llm_time_now() - g->t0;
+	u->done = true;
+	llm_kv_seq_free(g->kv, u->seq);
+	u->seq = -1;
+	return r->text ? 0 : llm_error(LLM_ENOMEM, "out of memory");
+}
+
+/* A sampled request takes its next token from logits. */
+static int step_sampled(struct gen *g, struct run *u, const float *logits)
+{
+	struct llm_gen_request *r = u->r;
+	const struct llm_gen_params *p = &r->params;
+	int32_t t = llm_sampler_sample(u->smp, logits);
+	int rc;
+
+	if (u->out.n == 0)
+		r->t_first_token = llm_time_now() - g->t0;
+	if (!p->ignore_eos && llm_token_is_eog(g->tok, t))
+		return finish_sampled(g, u, LLM_FINISH_EOS);
+	if (p->logprobs)
+		r->logprob += llm_logprob(logits, g->n_vocab, t);
+	if ((rc = toks_push(&u->out, t)))
+		return rc;
+	llm_sampler_accept(u->smp, t);
+
+	size_t before = u->text.n;
+	size_t k = llm_detok_push(&u->dt, t, g->piece, sizeof(g->piece));
+	if (k && (rc = text_add(&u->text, g->piece, k)))
+		return rc;
+	if (p->n_stop && u->text.n > before) {
+		int64_t at = find_stop(p, u->text.s, u->text.n, before);
+		if (at >= 0) {
+			u->text.n = (size_t)at;
+			return finish_sampled(g, u, LLM_FINISH_STOP);
+		}
+	}
+	if (u->out.n >= u->max_new)
+		return finish_sampled(g, u, u->limited_by_ctx ? LLM_FINISH_CONTEXT
+		                                              : LLM_FINISH_LENGTH);
+	return emit(g, u, u->text.n - stop_hold(p, u->text.s, u->text.n));
+}
+
+/* ---------------------------------------------------------------- beams */
+
+struct cand {
+	int beam;
+	int32_t tok;
+	double score;
+};
+
+static int cand_cmp(const void *a, const void *b)
+{
+	const struct cand *x = a, *y = b;
+	if (x->score != y->score)
+		return x->score < y->score ? 1 : -1;
+	if (x->beam != y->beam)
+		return x->beam - y->beam;
+	return x->tok - y->tok;
+}
+
+static double beam_rank(double score, int len, float lp)
+{
+	return score / pow(len > 0 ? len : 1, lp);
+}
+
+static int hyp_cmp(const void *a, const void *b)
+{
+	const struct hyp *x = a, *y = b;
+	return x->rank < y->rank ? 1 : x->rank > y->rank ? -1 : 0;
+}
+
+/* Keep the n_beams best hypotheses; takes t. */
+static int add_hyp(struct run *u, struct toks *t, double score,
+                   enum llm_finish why)
+{
+	const struct llm_gen_params *p = &u->r->params;
+	struct hyp h = { *t, score, beam_rank(score, t->n, p->length_penalty), why };
+	memset(t, 0, sizeof(*t));
+	if (u->n_hyps == p->n_beams) {
+		/* replace the worst if better */
+		if (h.rank <= u->hyps[u->n_hyps - 1].rank) {
+			free(h.t.v);
+			return 0;
+		}
+		free(u->hyps[u->n_hyps - 1].t.v);
+		u->n_hyps--;
+	}
+	u->hyps[u->n_hyps++] = h;
+	qsort(u->hyps, u->n_hyps, sizeof(*u->hyps), hyp_cmp);
+	return 0;
+}
+
+/* The text of a beam's tokens, as the streaming decoder would give it. */
+static int beam_text(struct gen *g, const struct run *u, const struct toks *t,
+                     struct text *out)
+{
+	struct llm_detok dt;
+	int rc;
+
+	llm_detok_init(&dt, g->tok, u->r->text_start, false);
+	memset(out, 0, sizeof(*out));
+	if ((rc = text_add(out, "", 0)))
+		return rc;
+	for (int i = 0; i < t->n; i++) {
+		size_t k = llm_detok_push(&dt, t->v[i], g->piece, sizeof(g->piece));
+		if (k && (rc = text_add(out, g->piece, k)))
+			return rc;
+	}
+	size_t k = llm_detok_flush(&dt, g->piece, sizeof(g->piece));
+	return k ? text_add(out, g->piece, k) : 0;
+}
+
+/* Whether a beam's text holds a stop string. */
+static int beam_stopped(struct gen *g, const struct run *u, const struct toks *t,
+                        bool *stopped)
+{
+	const struct llm_gen_params *p = &u->r->params;
+	struct text s;
+	int rc;
+
+	*stopped = false;
+	if (!p->n_stop)
+		return 0;
+	if ((rc = beam_text(g, u, t, &s)) == 0)
+		*stopped = find_stop(p, s.s, s.n, 0) >= 0;
+	free(s.s);
+	return rc;
+}
+
+static int finish_beams(struct gen *g, struct run *u)
+{
+	struct llm_gen_request *r = u->r;
+	const struct llm_gen_params *p = &r->params;
+	int rc;
+
+	for (int b = 0; b < u->n_beams; b++) {
+		llm_kv_seq_free(g->kv, u->beams[b].seq);
+		free(u->beams[b].t.v);
+	}
+	u->n_beams = 0;
+	LLM_ASSERT(u->n_hyps > 0);
+	struct hyp *best = &u->hyps[0];
+	struct text txt;
+	if ((rc = beam_text(g, u, &best->t, &txt))) {
+		free(txt.s);
+		return rc;
+	}
+	char *s = txt.s;
+	size_t n = txt.n;
+	enum llm_finish why = best->finish;
+	int64_t at = find_stop(p, s, n, 0);
+	if (at >= 0) {
+		n = (size_t)at;
+		s[n] = 0;
+		why = LLM_FINISH_STOP;
+	}
+	r->tokens = best->t.v;
+	r->n_tokens = best->t.n;
+	best->t.v = NULL;
+	r->text = s;
+	r->text_len = n;
+	r->logprob = best->score;
+	r->finish = why;
+	r->t_done = llm_time_now() - g->t0;
+	for (int i = 0; i < u->n_hyps; i++)
+		free(u->hyps[i].t.v);
+	u->n_hyps = 0;
+	u->done = true;
+	if (g->cb && n && g->cb(g->user, u->index, s, n))
+		return llm_error(LLM_ECANCELED, "generation canceled");
+	return 0;
+}
+
+/*
+ * One beam-search step: logits[b] of each live beam.  Each beam proposes
+ * its 2B best continuations; the B best proposals overall that do not end
+ * the text become the next beams, proposals that end it (EOS, a stop
+ * string) and rank among the B best become finished hypotheses.
+ */
+static int step_beams(struct gen *g, struct run *u, const float *const *logits)
+{
+	struct llm_gen_request *r = u->r;
+	const struct llm_gen_params *p = &r->params;
+	int B = p->n_beams, K = 2 * B, nc = 0, rc = 0;
+	int len = u->n_beams ? u->beams[0].t.n : 0;
+	struct cand *c = malloc((size_t)u->n_beams * K * sizeof(*c));
+	int32_t *ids = malloc(K * sizeof(*ids));
+	float *lps = malloc(K * sizeof(*lps));
+	struct beam *nb = calloc(B, sizeof(*nb));
+	int *parent = malloc(B * sizeof(*parent));
+	int *children = calloc(u->n_beams, sizeof(*children));
+	int n_new = 0;
+
+	if (!c || !ids || !lps || !nb || !parent || !children) {
+		rc = llm_error(LLM_ENOMEM, "out of memory");
+		goto out;
+	}
+	if (len == 0)
+		r->t_first_token = llm_time_now() - g->t0;
+	for (int b = 0; b < u->n_beams; b++) {
+		int k = K < g->n_vocab ? K : g->n_vocab;
+		llm_top_logprobs(logits[b], g->n_vocab, k, ids, lps);
+		for (int i = 0; i < k; i++)
+			c[nc++] = (struct cand){ b, ids[i], u->beams[b].score + lps[i] };
+	}
+	qsort(c, nc, sizeof(*c), cand_cmp);
+
+	for (int i = 0; i < nc && n_new < B; i++) {
+		struct beam *pb = &u->beams[c[i].beam];
+		bool eos = !p->ignore_eos && llm_token_is_eog(g->tok, c[i].tok);
+		if (eos) {
+			if (i < B) {
+				struct toks t;
+				if ((rc = toks_copy(&t, &pb->t)) ||
+				    (rc = add_hyp(u, &t, c[i].score, LLM_FINISH_EOS)))
+					goto out;
+			}
+			continue;
+		}
+		struct toks t;
+		bool stopped;
+		if ((rc = toks_copy(&t, &pb->t)) || (rc = toks_push(&t, c[i].tok)) ||
+		    (rc = beam_stopped(g, u, &t, &stopped))) {
+			free(t.v);
+			goto out;
+		}
+		if (stopped) {
+			if (i < B && (rc = add_hyp(u, &t, c[i].score, LLM_FINISH_STOP)))
+				goto out;
+			free(t.v);
+			continue;
+		}
+		nb[n_new] = (struct beam){ -1, t, c[i].score };
+		parent[n_new] = c[i].beam;
+		children[c[i].beam]++;
+		n_new++;
+	}
+
+	/* sequences: childless parents go first, then children take over
+	 * (first child) or fork (the others) their parent's sequence */
+	for (int b = 0; b < u->n_beams; b++)
+		if (!children[b])
+			llm_kv_seq_free(g->kv, u->beams[b].seq);
+	for (int j = 0; j < n_new; j++) {
+		struct beam *pb = &u->beams[parent[j]];
+		if (pb->seq >= 0 && children[parent[j]] == 1) {
+			nb[j].seq = pb->seq;
+			pb->seq = -1;
+		} else {
+			nb[j].seq = llm_kv_seq_fork(g->kv, pb->seq);
+			LLM_ASSERT(nb[j].seq >= 0);  /* room was checked up front */
+			children[parent[j]]--;
+		}
+	}
+	for (int b = 0; b < u->n_beams; b++)
+		free(u->beams[b].t.v);
+	memcpy(u->beams, nb, n_new * sizeof(*nb));
+	u->n_beams = n_new;
+	len++;
+
+	/* done? */
+	bool done = n_new == 0;
+	if (!done && u->n_hyps >= B) {
+		if (p->early_stopping)
+			done = true;
+		else
+			done = u->hyps[u->n_hyps - 1].rank >=
+			       beam_rank(u->beams[0].score, len, p->length_penalty);
+	}
+	if (!done && len >= u->max_new) {
+		enum llm_finish why = u->limited_by_ctx ? LLM_FINISH_CONTEXT
+		                                        : LLM_FINISH_LENGTH;
+		for (int b = 0; b < u->n_beams; b++) {
+			struct toks t;
+			if ((rc = toks_copy(&t, &u->beams[b].t)) ||
+			    (rc = add_hyp(u, &t, u->beams[b].score, why)))
+				goto out;
+		}
+		done = true;
+	}
+	if (done)
+		rc = finish_beams(g, u);
+out:
+	free(c);
+	free(ids);
+	free(lps);
+	free(nb);
+	free(parent);
+	free(children);
+	return rc;
+}
+
+/* ---------------------------------------------------------------- driver */
+
+static void run_free(struct gen *g, struct run *u)
+{
+	if (!u->done) {
+		if (u->seq >= 0)
+			llm_kv_seq_free(g->kv, u->seq);
+		for (int b = 0; b < u->n_beams; b++)
+			if (u->beams[b].seq >= 0)
+				llm_kv_seq_free(g->kv, u->beams[b].seq);
+	}
+	for (int b = 0; b < u->n_beams; b++)
+		free(u->beams[b].t.v);
+	for (int i = 0; i < u->n_hyps; i++)
+		free(u->hyps[i].t.v);
+	free(u->beams);
+	free(u->hyps);
+	free(u->rows);
+	free(u->out.v);
+	free(u->text.s);
+	llm_sampler_free(u->smp);
+}
+
+static int check_requests(struct gen *g, struct llm_gen_request *reqs, int n,
+                          struct run *runs)
+{
+	int n_ctx = llm_ctx_n_ctx(g->ctx), bs = llm_kv_block_size(g->kv);
+	int64_t seqs = 0, blocks = 0;
+	int rc;
+
+	for (int i = 0; i < n; i++) {
+		struct llm_gen_request *r = &reqs[i];
+		const struct llm_gen_params *p = &r->params;
+		struct run *u = &runs[i];
+		if (r->n_prompt < 1)
+			return llm_error(LLM_EINVAL, "request %d: empty prompt", i);
+		if (r->n_prompt >= n_ctx)
+			return llm_error(LLM_ERANGE, "request %d: prompt of %d tokens does "
+			                 "not fit the context of %d", i, r->n_prompt, n_ctx);
+		for (int j = 0; j < r->n_prompt; j++)
+			if (r->prompt[j] < 0 || r->prompt[j] >= g->n_vocab)
+				return llm_error(LLM_EINVAL, "request %d: token id %d is outside "
+				                 "the vocabulary", i, r->prompt[j]);
+		if ((rc = llm_sampling_check(&p->sampling)))
+			return llm_error_prefix(rc, "request %d", i);
+		if (p->n_beams < 1 || p->n_beams > 64)
+			return llm_error(LLM_EINVAL, "request %d: beam width %d (1 to 64)",
+			                 i, p->n_beams);
+		if (p->n_stop < 0 || p->n_stop > LLM_MAX_STOP)
+			return llm_error(LLM_EINVAL, "request %d: at most %d stop strings",
+			                 i, LLM_MAX_STOP);
+		if (p->max_tokens < -1)
+			return llm_error(LLM_EINVAL, "request %d: max_tokens %d", i,
+			                 p->max_tokens);
+		int room = n_ctx - r->n_prompt;
+		u->max_new = p->max_tokens < 0 || p->max_tokens > room ? room : p->max_tokens;
+		u->limited_by_ctx = p->max_tokens < 0 || p->max_tokens > room;
+		seqs += p->n_beams;
+		int64_t per = (r->n_prompt + u->max_new + bs - 1) / bs;
+		blocks += per * p->n_beams;
+	}
+	if (seqs > llm_kv_max_seqs(g->kv))
+		return llm_error(LLM_ERANGE, "%lld sequences needed, the context holds %d",
+		                 (long long)seqs, llm_kv_max_seqs(g->kv));
+	if (blocks > llm_kv_n_free_blocks(g->kv))
+		return llm_error(LLM_ENOMEM, "KV cache too small: %lld blocks of %d "
+		                 "positions needed, %d free", (long long)blocks, bs,
+		                 llm_kv_n_free_blocks(g->kv));
+	return 0;
+}
+
+static void note_peak(struct gen *g)
+{
+	int used = llm_kv_n_blocks(g->kv) - llm_kv_n_free_blocks(g->kv);
+	if (used > g->st->peak_blocks)
+		g->st->peak_blocks = used;
+}
+
+int llm_generate(struct llm_ctx *ctx, const struct llm_tokenizer *tok,
+                 struct llm_gen_request *reqs, int n, llm_gen_stream_fn cb,
+                 void *user, struct llm_gen_stats *stats)
+{
+	struct llm_gen_stats st_local;
+	struct gen g = {
+		.ctx = ctx, .tok = tok, .kv = llm_ctx_kv(ctx),
+		.n_vocab = llm_ctx_n_vocab(ctx), .cb = cb, .user = user,
+		.t0 = llm_time_now(), .st = stats ? stats : &st_local,
+	};
+	struct run *runs = calloc(n > 0 ? n : 1, sizeof(*runs));
+	struct llm_batch batch = { 0 };
+	const float **lg = NULL;
+	int64_t total_prompt = 0;
+	int rc, live_seqs = 0;
+
+	memset(g.st, 0, sizeof(*g.st));
+	if (!runs)
+		return llm_error(LLM_ENOMEM, "out of memory");
+	for (int i = 0; i < n; i++) {
+		runs[i].seq = -1;
+		runs[i].r = &reqs[i];
+		runs[i].index = i;
+		llm_gen_request_clear(&reqs[i]);
+	}
+	if ((rc = check_requests(&g, reqs, n, runs)))
+		goto out;
+
+	/* ---- prefill: every prompt in one batch, logits at each prompt's end */
+	for (int i = 0; i < n; i++) {
+		struct run *u = &runs[i];
+		const struct llm_gen_params *p = &reqs[i].params;
+		total_prompt += reqs[i].n_prompt;
+		if ((rc = u->seq = llm_kv_seq_new(g.kv)) < 0)
+			goto out;
+		live_seqs += p->n_beams;
+		if (p->n_beams > 1) {
+			u->beams = calloc(p->n_beams, sizeof(*u->beams));
+			u->hyps = calloc(p->n_beams, sizeof(*u->hyps));
+			u->rows = calloc(p->n_beams, sizeof(*u->rows));
+			if (!u->beams || !u->hyps || !u->rows) {
+				rc = llm_error(LLM_ENOMEM, "out of memory");
+				goto out;
+			}
+		} else {
+			if ((rc = llm_sampler_new(&u->smp, &p->sampling, g.n_vocab)))
+				goto out;
+			for (int j = 0; j < reqs[i].n_prompt; j++)
+				llm_sampler_accept(u->smp, reqs[i].prompt[j]);
+			llm_detok_init(&u->dt, tok, reqs[i].text_start, false);
+		}
+	}
+	int cap = (int)(total_prompt > live_seqs ? total_prompt : live_seqs);
+	if ((rc = llm_batch_init(&batch, cap)))
+		goto out;
+	lg = malloc(64 * sizeof(*lg));
+	if (!lg) {
+		rc = llm_error(LLM_ENOMEM, "out of memory");
+		goto out;
+	}
+	for (int i = 0; i < n; i++)
+		for (int j = 0; j < reqs[i].n_prompt; j++)
+			llm_batch_add(&batch, reqs[i].prompt[j], j, runs[i].seq,
+			              j == reqs[i].n_prompt - 1);
+	double t = llm_time_now();
+	if ((rc = llm_decode(ctx, &batch)))
+		goto out;
+	g.st->t_prefill = llm_time_now() - t;
+	g.st->n_prompt = total_prompt;
+	note_peak(&g);
+
+	/* first tokens */
+	int row = 0;
+	for (int i = 0; i < n; i++) {
+		struct run *u = &runs[i];
+		row += reqs[i].n_prompt;
+		const float *l = llm_ctx_logits(ctx, row - 1);
+		if (u->max_new == 0) {
+			/* nothing to generate: the prompt was only evaluated */
+			if (!u->smp)
+				llm_detok_init(&u->dt, tok, false, false);
+			if ((rc = finish_sampled(&g, u, u->limited_by_ctx ? LLM_FINISH_CONTEXT
+			                                                  : LLM_FINISH_LENGTH)))
+				goto out;
+			continue;
+		}
+		if (u->smp) {
+			if ((rc = step_sampled(&g, u, l)))
+				goto out;
+		} else {
+			/* one "beam" holding the prompt, expanded by the step */
+			u->beams[0] = (struct beam){ u->seq, { 0 }, 0.0 };
+			u->seq = -1;
+			u->n_beams = 1;
+			if ((rc = step_beams(&g, u, &l)))
+				goto out;
+		}
+	}
+
+	/* ---- generation steps */
+	t = llm_time_now();
+	for (;;) {
+		llm_batch_clear(&batch);
+		for (int i = 0; i < n; i++) {
+			struct run *u = &runs[i];
+			if (u->done)
+				continue;
+			if (u->smp) {
+				u->batch_row = batch.n;
+				llm_batch_add(&batch, u->out.v[u->out.n - 1],
+				              reqs[i].n_prompt + u->out.n - 1, u->seq, true);
+			} else {
+				for (int b = 0; b < u->n_beams; b++) {
+					struct beam *bm = &u->beams[b];
+					u->rows[b] = batch.n;
+					llm_batch_add(&batch, bm->t.v[bm->t.n - 1],
+					              reqs[i].n_prompt + bm->t.n - 1, bm->seq, true);
+				}
+			}
+		}
+		if (batch.n == 0)
+			break;
+		if ((rc = llm_decode(ctx, &batch)))
+			goto out;
+		g.st->n_steps++;
+		g.st->n_decoded += batch.n;
+		note_peak(&g);
+		for (int i = 0; i < n; i++) {
+			struct run *u = &runs[i];
+			if (u->done)
+				continue;
+			if (u->smp) {
+				rc = step_sampled(&g, u, llm_ctx_logits(ctx, u->batch_row));
+			} else {
+				for (int b = 0; b < u->n_beams; b++)
+					lg[b] = llm_ctx_logits(ctx, u->rows[b]);
+				rc = step_beams(&g, u, lg);
+			}
+			if (rc)
+				goto out;
+		}
+	}
+	g.st->t_decode = llm_time_now() - t;
+	g.st->peak_seqs = live_seqs;
+	rc = 0;
+out:
+	for (int i = 0; i < n; i++)
+		run_free(&g, &runs[i]);
+	free(runs);
+	free(lg);
+	llm_batch_free(&batch);
+	return rc;
+}

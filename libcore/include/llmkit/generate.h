@@ -1,0 +1,108 @@
+/*
+ * generate.h - generating text for a set of requests run together as one
+ * static batch: every prompt is prefilled in shared forward passes, then
+ * each step decodes one token for every request still running (and every
+ * live beam of a beam search), until all are done.
+ *
+ * Requests are independent: each has its own sampler, seed, stop strings
+ * and limits, and its tokens are the same whether it runs alone or beside
+ * others.
+ */
+#ifndef LLMKIT_GENERATE_H
+#define LLMKIT_GENERATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "llmkit/sampler.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct llm_ctx;
+struct llm_tokenizer;
+
+enum llm_finish {
+	LLM_FINISH_NONE = 0,
+	LLM_FINISH_LENGTH,     /* max_tokens reached */
+	LLM_FINISH_EOS,        /* the model ended its turn */
+	LLM_FINISH_STOP,       /* a stop string appeared (it is not in the text) */
+	LLM_FINISH_CONTEXT,    /* the context is full */
+};
+
+const char *llm_finish_name(enum llm_finish f);
+
+#define LLM_MAX_STOP 16
+
+struct llm_gen_params {
+	struct llm_sampling sampling;
+	int max_tokens;           /* tokens to generate; -1: until the context is full */
+	const char *stop[LLM_MAX_STOP];
+	int n_stop;
+	int n_beams;              /* > 1: beam search (deterministic; sampling ignored) */
+	float length_penalty;     /* beams rank by sum(logprob) / length^length_penalty */
+	bool early_stopping;      /* beam search ends once n_beams hypotheses are
+	                             finished (default); else when no live beam
+	                             can beat the worst of them */
+	bool ignore_eos;
+	bool logprobs;            /* compute the log-probs sum (costs a pass over
+	                             the vocabulary per token; beams always do) */
+};
+
+void llm_gen_params_default(struct llm_gen_params *p);
+
+struct llm_gen_request {
+	/* in */
+	const int32_t *prompt;    /* at least one token */
+	int n_prompt;
+	struct llm_gen_params params;
+	bool text_start;          /* the prompt holds no text (only BOS): the
+	                             output starts the text (SPM leading space) */
+	/* out */
+	int32_t *tokens;          /* generated tokens, malloc'd */
+	int n_tokens;
+	char *text;               /* decoded, stop string cut off, NUL-terminated */
+	size_t text_len;
+	double logprob;           /* sum of the model's log-probs of tokens */
+	enum llm_finish finish;
+	double t_first_token;     /* seconds from the start of llm_generate */
+	double t_done;
+};
+
+/* Release a request's outputs (not its prompt). */
+void llm_gen_request_clear(struct llm_gen_request *r);
+
+/*
+ * Called with each piece of newly final text of request index (complete
+ * UTF-8, never part of a stop string) as it is decoded; non-zero return
+ * stops generation with LLM_ECANCELED.  Beam search requests report their
+ * text once, when done.
+ */
+typedef int (*llm_gen_stream_fn)(void *user, int index, const char *text,
+                                 size_t len);
+
+struct llm_gen_stats {
+	double t_prefill;         /* seconds in prompt processing */
+	double t_decode;          /* seconds in generation steps */
+	int64_t n_prompt;         /* prompt tokens processed */
+	int64_t n_decoded;        /* tokens decoded in generation steps */
+	int n_steps;              /* generation steps */
+	int peak_seqs;            /* most sequences live at once */
+	int peak_blocks;          /* most KV blocks in use at once */
+};
+
+/*
+ * Run n requests together.  The context must have room for them: sequences
+ * (n_beams each) and KV blocks for prompt + max_tokens of each (checked up
+ * front, LLM_ERANGE / LLM_ENOMEM with what is needed).
+ */
+int llm_generate(struct llm_ctx *ctx, const struct llm_tokenizer *tok,
+                 struct llm_gen_request *reqs, int n, llm_gen_stream_fn cb,
+                 void *user, struct llm_gen_stats *stats);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

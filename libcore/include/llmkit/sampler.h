@@ -1,0 +1,75 @@
+/*
+ * sampler.h - turning logits into the next token.
+ *
+ * The processing order is fixed: penalties (repetition, frequency,
+ * presence) over the recent tokens, then temperature, then the top-k,
+ * top-p (nucleus) and min-p filters, then a draw from what is left.  A
+ * temperature of 0 is greedy decoding: the arg-max after penalties.
+ *
+ * Each sequence has its own sampler with its own random state, so a seeded
+ * request draws the same tokens whatever else runs beside it.
+ */
+#ifndef LLMKIT_SAMPLER_H
+#define LLMKIT_SAMPLER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct llm_sampling {
+	float temperature;        /* 0: greedy */
+	int top_k;                /* keep the k most likely; 0: off */
+	float top_p;              /* keep the smallest set with mass >= p; 1: off */
+	float min_p;              /* drop tokens below min_p * p(max); 0: off */
+	float repeat_penalty;     /* divide positive logits, multiply negative ones, of
+	                             recent tokens (CTRL); 1: off */
+	int repeat_last_n;        /* the recent window for all penalties; -1: all */
+	float frequency_penalty;  /* logit -= f * count (OpenAI); 0: off */
+	float presence_penalty;   /* logit -= p if count > 0 (OpenAI); 0: off */
+	uint64_t seed;
+};
+
+/* temperature 0.8, top_k 40, top_p 0.95, min_p 0.05, repeat_penalty 1,
+ * repeat_last_n 64, no frequency/presence penalty, seed 0. */
+void llm_sampling_default(struct llm_sampling *s);
+/* Check ranges; LLM_EINVAL with a message naming the field. */
+int llm_sampling_check(const struct llm_sampling *s);
+
+struct llm_sampler;
+
+int llm_sampler_new(struct llm_sampler **out, const struct llm_sampling *p,
+                    int n_vocab);
+void llm_sampler_free(struct llm_sampler *s);
+/* Record a token as part of the context (prompt or generated): penalties
+ * look at these. */
+void llm_sampler_accept(struct llm_sampler *s, int32_t token);
+/* Pick the next token from n_vocab logits (not modified). */
+int32_t llm_sampler_sample(struct llm_sampler *s, const float *logits);
+
+/* log softmax(logits)[id]: the model's own log-probability of a token. */
+double llm_logprob(const float *logits, int n, int32_t id);
+/* The index of the largest logit (lowest index on ties). */
+int32_t llm_argmax(const float *logits, int n);
+/*
+ * The k best (id, log-prob) pairs of a distribution, best first; k <= n.
+ * Used by beam search and by "logprobs" replies.
+ */
+void llm_top_logprobs(const float *logits, int n, int k, int32_t *ids,
+                      float *logprobs);
+
+/* A small, fast, seedable generator (xoshiro256**). */
+struct llm_rng {
+	uint64_t s[4];
+};
+void llm_rng_seed(struct llm_rng *r, uint64_t seed);
+uint64_t llm_rng_next(struct llm_rng *r);
+/* Uniform in [0, 1). */
+double llm_rng_uniform(struct llm_rng *r);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,373 @@
+/*
+ * sampler.c - logits processors and sampling (sampler.h).
+ *
+ * Sorting a whole vocabulary for every token would cost more than a small
+ * model's forward pass, so the filters work on a candidate list that is
+ * only partially ordered: quickselect pulls the best m candidates to the
+ * front, and only those are sorted.  Nucleus sampling starts with m = 64
+ * and doubles m until the mass it needs is inside.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "llmkit/error.h"
+#include "llmkit/sampler.h"
+
+/* ---------------------------------------------------------------- rng */
+
+static uint64_t splitmix64(uint64_t *x)
+{
+	uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+void llm_rng_seed(struct llm_rng *r, uint64_t seed)
+{
+	for (int i = 0; i < 4; i++)
+		r->s[i] = splitmix64(&seed);
+}
+
+static uint64_t rotl(uint64_t x, int k)
+{
+	return (x << k) | (x >> (64 - k));
+}
+
+uint64_t llm_rng_next(struct llm_rng *r)
+{
+	uint64_t *s = r->s;
+	uint64_t result = rotl(s[1] * 5, 7) * 9;
+	uint64_t t = s[1] << 17;
+	s[2] ^= s[0];
+	s[3] ^= s[1];
+	s[1] ^= s[2];
+	s[0] ^= s[3];
+	s[2] ^= t;
+	s[3] = rotl(s[3], 45);
+	return result;
+}
+
+double llm_rng_uniform(struct llm_rng *r)
+{
+	return (llm_rng_next(r) >> 11) * 0x1.0p-53;
+}
+
+/* ---------------------------------------------------------------- params */
+
+void llm_sampling_default(struct llm_sampling *s)
+{
+	memset(s, 0, sizeof(*s));
+	s->temperature = 0.8f;
+	s->top_k = 40;
+	s->top_p = 0.95f;
+	s->min_p = 0.05f;
+	s->repeat_penalty = 1.0f;
+	s->repeat_last_n = 64;
+}
+
+int llm_sampling_check(const struct llm_sampling *s)
+{
+	if (!(s->temperature >= 0) || !isfinite(s->temperature))
+		return llm_error(LLM_EINVAL, "temperature must be >= 0");
+	if (s->top_k < 0)
+		return llm_error(LLM_EINVAL, "top_k must be >= 0");
+	if (!(s->top_p > 0 && s->top_p <= 1))
+		return llm_error(LLM_EINVAL, "top_p must be in (0, 1]");
+	if (!(s->min_p >= 0 && s->min_p <= 1))
+		return llm_error(LLM_EINVAL, "min_p must be in [0, 1]");
+	if (!(s->repeat_penalty > 0) || !isfinite(s->repeat_penalty))
+		return llm_error(LLM_EINVAL, "repeat_penalty must be > 0");
+	if (s->repeat_last_n < -1)
+		return llm_error(LLM_EINVAL, "repeat_last_n must be >= -1");
+	if (!isfinite(s->frequency_penalty) || fabsf(s->frequency_penalty) > 100)
+		return llm_error(LLM_EINVAL, "frequency_penalty must be in [-100, 100]");
+	if (!isfinite(s->presence_penalty) || fabsf(s->presence_penalty) > 100)
+		return llm_error(LLM_EINVAL, "presence_penalty must be in [-100, 100]");
+	return 0;
+}
+
+/* ---------------------------------------------------------------- sampler */
+
+struct cand {
+	int32_t id;
+	float logit;
+};
+
+struct llm_sampler {
+	struct llm_sampling p;
+	int n_vocab;
+	struct llm_rng rng;
+	int32_t *hist;        /* every accepted token */
+	int n_hist, cap_hist;
+	int32_t *count;       /* (n_vocab) occurrences in the window, scratch */
+	struct cand *c;       /* (n_vocab) */
+	float *prob;          /* (n_vocab) */
+};
+
+int llm_sampler_new(struct llm_sampler **out, const struct llm_sampling *p,
+                    int n_vocab)
+{
+	int rc = llm_sampling_check(p);
+	if (rc)
+		return rc;
+	struct llm_sampler *s = calloc(1, sizeof(*s));
+	if (!s)
+		return llm_error(LLM_ENOMEM, "out of memory");
+	s->p = *p;
+	s->n_vocab = n_vocab;
+	llm_rng_seed(&s->rng, p->seed);
+	s->count = calloc(n_vocab, sizeof(*s->count));
+	s->c = malloc(n_vocab * sizeof(*s->c));
+	s->prob = malloc(n_vocab * sizeof(*s->prob));
+	if (!s->count || !s->c || !s->prob) {
+		llm_sampler_free(s);
+		return llm_error(LLM_ENOMEM, "out of memory");
+	}
+	*out = s;
+	return 0;
+}
+
+void llm_sampler_free(struct llm_sampler *s)
+{
+	if (!s)
+		return;
+	free(s->hist);
+	free(s->count);
+	free(s->c);
+	free(s->prob);
+	free(s);
+}
+
+void llm_sampler_accept(struct llm_sampler *s, int32_t token)
+{
+	if (s->n_hist == s->cap_hist) {
+		int nc = s->cap_hist ? s->cap_hist * 2 : 256;
+		int32_t *h = realloc(s->hist, nc * sizeof(*h));
+		LLM_ASSERT(h);
+		s->hist = h;
+		s->cap_hist = nc;
+	}
+	s->hist[s->n_hist++] = token;
+}
+
+/* Penalties on the recent window, applied to the candidate logits (which
+ * are in id order, c[i].id == i). */
+static void apply_penalties(struct llm_sampler *s)
+{
+	const struct llm_sampling *p = &s->p;
+	if (p->repeat_penalty == 1.0f && p->frequency_penalty == 0.0f &&
+	    p->presence_penalty == 0.0f)
+		return;
+	if (p->repeat_last_n == 0)
+		return;
+	int from = p->repeat_last_n < 0 || p->repeat_last_n > s->n_hist
+	           ? 0 : s->n_hist - p->repeat_last_n;
+	for (int i = from; i < s->n_hist; i++)
+		if (s->hist[i] >= 0 && s->hist[i] < s->n_vocab)
+			s->count[s->hist[i]]++;
+	for (int i = from; i < s->n_hist; i++) {
+		int32_t t = s->hist[i];
+		if (t < 0 || t >= s->n_vocab || s->count[t] == 0)
+			continue;
+		float *l = &s->c[t].logit;
+		if (p->repeat_penalty != 1.0f)
+			*l = *l > 0 ? *l / p->repeat_penalty : *l * p->repeat_penalty;
+		*l -= p->frequency_penalty * s->count[t] + p->presence_penalty;
+		s->count[t] = 0;   /* once per distinct token; leaves count clean */
+	}
+}
+
+static int cand_desc(const void *a, const void *b)
+{
+	const struct cand *x = a, *y = b;
+	if (x->logit != y->logit)
+		return x->logit < y->logit ? 1 : -1;
+	return x->id - y->id;
+}
+
+static bool cand_better(const struct cand *x, const struct cand *y)
+{
+	return x->logit > y->logit || (x->logit == y->logit && x->id < y->id);
+}
+
+/* Move the k best of c[0..n) to the front (unordered), O(n) expected. */
+static void select_top(struct cand *c, int n, int k)
+{
+	int lo = 0, hi = n - 1;
+	if (k >= n)
+		return;
+	while (lo < hi) {
+		struct cand pivot = c[lo + (hi - lo) / 2];
+		int i = lo, j = hi;
+		while (i <= j) {
+			while (cand_better(&c[i], &pivot))
+				i++;
+			while (cand_better(&pivot, &c[j]))
+				j--;
+			if (i <= j) {
+				struct cand t = c[i];
+				c[i] = c[j];
+				c[j] = t;
+				i++;
+				j--;
+			}
+		}
+		if (k - 1 <= j)
+			hi = j;
+		else if (k - 1 >= i)
+			lo = i;
+		else
+			break;
+	}
+}
+
+/* Sort the best m candidates of n to the front, best first. */
+static void sort_top(struct cand *c, int n, int m)
+{
+	if (m > n)
+		m = n;
+	select_top(c, n, m);
+	qsort(c, m, sizeof(*c), cand_desc);
+}
+
+int32_t llm_argmax(const float *l, int n)
+{
+	int32_t best = 0;
+	for (int i = 1; i < n; i++)
+		if (l[i] > l[best])
+			best = i;
+	return best;
+}
+
+int32_t llm_sampler_sample(struct llm_sampler *s, const float *logits)
+{
+	const struct llm_sampling *p = &s->p;
+	int n = s->n_vocab;
+	struct cand *c = s->c;
+
+	for (int i = 0; i < n; i++)
+		c[i] = (struct cand){ i, logits[i] };
+	apply_penalties(s);
+
+	if (p->temperature <= 0) {
+		int32_t best = 0;
+		for (int i = 1; i < n; i++)
+			if (c[i].logit > c[best].logit)
+				best = i;
+		return best;
+	}
+
+	/* temperature, then the filters on an ordered prefix of m */
+	float inv_t = 1.0f / p->temperature;
+	for (int i = 0; i < n; i++)
+		c[i].logit *= inv_t;
+	int m = n;
+	if (p->top_k > 0 && p->top_k < n)
+		m = p->top_k;
+	int sorted = m < 64 ? m : 64;
+	if (p->top_p >= 1.0f && p->min_p <= 0.0f && m == n) {
+		sorted = 0;  /* plain sampling: no order needed */
+	}
+	/* probabilities over all n for the normaliser */
+	float mx = -INFINITY;
+	for (int i = 0; i < n; i++)
+		mx = c[i].logit > mx ? c[i].logit : mx;
+	double z = 0;
+	for (int i = 0; i < n; i++)
+		z += exp((double)(c[i].logit - mx));
+
+	if (sorted) {
+		/* top-k cut first (mass renormalised within k) */
+		if (m < n) {
+			sort_top(c, n, m);
+			sorted = m;
+			z = 0;
+			for (int i = 0; i < m; i++)
+				z += exp((double)(c[i].logit - mx));
+		} else {
+			sort_top(c, n, sorted);
+		}
+		/* nucleus: grow the sorted prefix until it holds top_p */
+		int keep = m;
+		if (p->top_p < 1.0f) {
+			for (;;) {
+				double cum = 0;
+				int i;
+				for (i = 0; i < sorted; i++) {
+					cum += exp((double)(c[i].logit - mx)) / z;
+					if (cum >= p->top_p)
+						break;
+				}
+				if (i < sorted) {
+					keep = i + 1;
+					break;
+				}
+				if (sorted >= m) {
+					keep = m;
+					break;
+				}
+				sorted = sorted * 2 < m ? sorted * 2 : m;
+				sort_top(c, n, sorted);
+			}
+		}
+		/* min-p: relative to the best token, whose logit is mx */
+		if (p->min_p > 0.0f) {
+			float cut = mx + logf(p->min_p);
+			int j = 0;
+			for (int i = 0; i < keep; i++)
+				if (c[i].logit >= cut)
+					c[j++] = c[i];
+			keep = j;
+		}
+		m = keep;
+	}
+	double zz = 0;
+	for (int i = 0; i < m; i++) {
+		s->prob[i] = (float)exp((double)(c[i].logit - mx));
+		zz += s->prob[i];
+	}
+	double r = llm_rng_uniform(&s->rng) * zz, acc = 0;
+	for (int i = 0; i < m; i++) {
+		acc += s->prob[i];
+		if (r < acc)
+			return c[i].id;
+	}
+	return c[m - 1].id;
+}
+
+double llm_logprob(const float *l, int n, int32_t id)
+{
+	float mx = -INFINITY;
+	for (int i = 0; i < n; i++)
+		mx = l[i] > mx ? l[i] : mx;
+	double z = 0;
+	for (int i = 0; i < n; i++)
+		z += exp((double)(l[i] - mx));
+	return (double)(l[id] - mx) - log(z);
+}
+
+void llm_top_logprobs(const float *logits, int n, int k, int32_t *ids,
+                      float *logprobs)
+{
+	struct cand *c = malloc(n * sizeof(*c));
+	LLM_ASSERT(c);
+	float mx = -INFINITY;
+	double z = 0;
+	for (int i = 0; i < n; i++) {
+		c[i] = (struct cand){ i, logits[i] };
+		mx = logits[i] > mx ? logits[i] : mx;
+	}
+	for (int i = 0; i < n; i++)
+		z += exp((double)(logits[i] - mx));
+	double lz = log(z);
+	if (k > n)
+		k = n;
+	sort_top(c, n, k);
+	for (int i = 0; i < k; i++) {
+		ids[i] = c[i].id;
+		logprobs[i] = (float)((double)(c[i].logit - mx) - lz);
+	}
+	free(c);
+}
