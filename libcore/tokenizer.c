@@ -176,34 +176,30 @@ static int utf8_put(char *out, uint32_t cp)
 
 /*
  * GPT-2's byte <-> unicode map: printable Latin-1 bytes stand for
- * themselves, the other 68 bytes (controls, space, 0x7f-0xa0, 0xad) take
- * the code points 256, 257, ... in byte order, so every byte string becomes
+ * themselves, the other 68 bytes (0x00-0x20, 0x7f-0xa0, 0xad) take the
+ * code points 256, 257, ... in byte order, so every byte string becomes
  * printable text without spaces.
  */
 static uint32_t byte_to_cp(unsigned b)
 {
-	static uint32_t map[256];
-	static bool ready;   /* benign race: every thread writes the same */
-	if (!ready) {
-		uint32_t next = 256;
-		for (unsigned i = 0; i < 256; i++) {
-			bool printable = (i >= 0x21 && i <= 0x7e) ||
-			                 (i >= 0xa1 && i <= 0xac) || i >= 0xae;
-			map[i] = printable ? i : next++;
-		}
-		ready = true;
-	}
-	return map[b];
+	if (b <= 0x20)
+		return 256 + b;
+	if (b >= 0x7f && b <= 0xa0)
+		return 256 + 33 + (b - 0x7f);
+	if (b == 0xad)
+		return 256 + 67;
+	return b;
 }
 
 static int cp_to_byte(uint32_t cp)
 {
 	if (cp < 256)
 		return byte_to_cp(cp) == cp ? (int)cp : -1;
-	for (unsigned b = 0; b < 256; b++)
-		if (byte_to_cp(b) == cp)
-			return (int)b;
-	return -1;
+	if (cp <= 256 + 32)
+		return (int)(cp - 256);
+	if (cp <= 256 + 66)
+		return (int)(cp - 256 - 33 + 0x7f);
+	return cp == 256 + 67 ? 0xad : -1;
 }
 
 /* ---------------------------------------------------------------- hashing */
