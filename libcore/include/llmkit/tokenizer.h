@@ -16,7 +16,26 @@
  * 3 control, 4 user-defined, 5 unused, 6 byte.  Control and user-defined
  * tokens are matched in the text as whole strings only when parse_special is
  * set (chat templates); otherwise "<|im_start|>" in user text is ordinary
- * text.
+ * text.  Where special tokens overlap, the longest one starting leftmost
+ * wins.
+ *
+ * Keys read: tokenizer.ggml.{model, tokens, scores, token_type, merges, pre,
+ * bos_token_id, eos_token_id, eot_token_id, eom_token_id, unknown_token_id,
+ * add_bos_token, add_eos_token, add_space_prefix}.  An id of -1 or
+ * 0xffffffff means "none".  Pre-tokenizers (tokenizer.ggml.pre; absent =
+ * gpt2): gpt2 (also gpt-2, default, mpt, olmo, jais), llama3 (llama-bpe,
+ * llama-v3), qwen2 (stablelm2), smollm (starcoder, refact, command-r,
+ * codeshell: digits split one by one, then the GPT-2 pattern).
+ *
+ * Details that matter for exact agreement with other implementations:
+ *  - SPM: a space is prefixed to the text and again to the text after each
+ *    special token (as llama.cpp does); merges only produce normal or
+ *    user-defined pieces; a character with no piece becomes its UTF-8 bytes
+ *    as <0xXX> tokens, or one unknown token when the model has no byte
+ *    tokens.  U+2581 in the input is indistinguishable from a space.
+ *  - BPE: "llama3" takes a chunk that is itself a token whole (Llama 3's
+ *    ignore_merges); bytes no pattern matches (invalid UTF-8) form chunks of
+ *    their own.
  */
 #ifndef LLMKIT_TOKENIZER_H
 #define LLMKIT_TOKENIZER_H
@@ -64,6 +83,11 @@ bool llm_token_is_eog(const struct llm_tokenizer *t, int32_t id);
 /* Whether the tokenizer wants BOS at the start (tokenizer.ggml.add_bos_token;
  * default: true for "llama", false for "gpt2"). */
 bool llm_tokenizer_add_bos(const struct llm_tokenizer *t);
+/* Whether it wants EOS at the end (tokenizer.ggml.add_eos_token; default
+ * false).  llm_tokenize never appends EOS itself. */
+bool llm_tokenizer_add_eos(const struct llm_tokenizer *t);
+/* The pre-tokenizer's canonical name ("gpt2", "llama3", ...); "" for SPM. */
+const char *llm_tokenizer_pre(const struct llm_tokenizer *t);
 enum llm_tok_type llm_token_type(const struct llm_tokenizer *t, int32_t id);
 /* The vocabulary string of a token as stored (e.g. "\xe2\x96\x81the"). */
 const char *llm_token_text(const struct llm_tokenizer *t, int32_t id);
@@ -80,9 +104,20 @@ int llm_tokenize(const struct llm_tokenizer *t, const char *text, size_t len,
                  bool add_bos, bool parse_special, int32_t **out, int *n_out);
 
 /*
+ * The pre-tokenizer's chunks of len bytes of text, without special-token
+ * handling: *offs (malloc'd, free() it) gets *n + 1 byte offsets, chunk i
+ * being [offs[i], offs[i + 1]).  SPM has no pre-tokenizer: one chunk (none
+ * for empty text).
+ */
+int llm_tokenizer_split(const struct llm_tokenizer *t, const char *text,
+                        size_t len, size_t **offs, int *n);
+
+/*
  * The bytes a token stands for when decoded: byte tokens give their byte,
  * U+2581 becomes a space (SPM), byte-level code points become their bytes
- * (BPE), control tokens give "" unless special is set (then their text).
+ * (BPE), control and unused tokens give "" and the unknown token U+FFFD
+ * unless special is set (then control and unknown tokens give their text).
+ * An id out of range gives "".
  */
 const char *llm_token_bytes(const struct llm_tokenizer *t, int32_t id,
                             bool special, size_t *len);
@@ -90,7 +125,7 @@ const char *llm_token_bytes(const struct llm_tokenizer *t, int32_t id,
 /*
  * Decode a whole token list into a malloc'd, NUL-terminated string.  SPM:
  * the space added in front of the text is removed when tokens[0] (after a
- * BOS) starts the text.
+ * BOS) starts the text.  An id out of range is LLM_EINVAL, naming the id.
  */
 int llm_detokenize(const struct llm_tokenizer *t, const int32_t *tokens, int n,
                    bool special, char **out, size_t *len);
@@ -112,7 +147,9 @@ struct llm_detok {
 void llm_detok_init(struct llm_detok *d, const struct llm_tokenizer *t,
                     bool at_start, bool special);
 /* Append the decodable text of token id to out (at most cap bytes; 64 is
- * always enough plus the token's length).  Returns the bytes written. */
+ * always enough plus the token's length; less is a bug that asserts).
+ * Returns the bytes written.  Leading BOS tokens keep at_start; any other
+ * token clears it. */
 size_t llm_detok_push(struct llm_detok *d, int32_t id, char *out, size_t cap);
 /* Emit whatever is held (as-is, possibly invalid UTF-8). */
 size_t llm_detok_flush(struct llm_detok *d, char *out, size_t cap);
