@@ -38,7 +38,7 @@ void llm_gen_params_default(struct llm_gen_params *p)
 	memset(p, 0, sizeof(*p));
 	llm_sampling_default(&p->sampling);
 	p->max_tokens = 128;
-	p->n_beams = 1;
+	p->n_beams = 0;
 	p->length_penalty = 1.0f;
 	p->early_stopping = true;
 }
@@ -573,9 +573,9 @@ static int check_requests(struct gen *g, struct llm_gen_request *reqs, int n,
 				                 "the vocabulary", i, r->prompt[j]);
 		if ((rc = llm_sampling_check(&p->sampling)))
 			return llm_error_prefix(rc, "request %d", i);
-		if (p->n_beams < 1 || p->n_beams > 64)
-			return llm_error(LLM_EINVAL, "request %d: beam width %d (1 to 64)",
-			                 i, p->n_beams);
+		if (p->n_beams < 0 || p->n_beams > 64)
+			return llm_error(LLM_EINVAL, "request %d: beam width %d (0: off, or "
+			                 "1 to 64)", i, p->n_beams);
 		if (p->n_stop < 0 || p->n_stop > LLM_MAX_STOP)
 			return llm_error(LLM_EINVAL, "request %d: at most %d stop strings",
 			                 i, LLM_MAX_STOP);
@@ -585,9 +585,10 @@ static int check_requests(struct gen *g, struct llm_gen_request *reqs, int n,
 		int room = n_ctx - r->n_prompt;
 		u->max_new = p->max_tokens < 0 || p->max_tokens > room ? room : p->max_tokens;
 		u->limited_by_ctx = p->max_tokens < 0 || p->max_tokens > room;
-		seqs += p->n_beams;
+		int width = p->n_beams > 0 ? p->n_beams : 1;
+		seqs += width;
 		int64_t per = (r->n_prompt + u->max_new + bs - 1) / bs;
-		blocks += per * p->n_beams;
+		blocks += per * width;
 	}
 	if (seqs > llm_kv_max_seqs(g->kv))
 		return llm_error(LLM_ERANGE, "%lld sequences needed, the context holds %d",
@@ -641,8 +642,8 @@ int llm_generate(struct llm_ctx *ctx, const struct llm_tokenizer *tok,
 		total_prompt += reqs[i].n_prompt;
 		if ((rc = u->seq = llm_kv_seq_new(g.kv)) < 0)
 			goto out;
-		live_seqs += p->n_beams;
-		if (p->n_beams > 1) {
+		live_seqs += p->n_beams > 0 ? p->n_beams : 1;
+		if (p->n_beams > 0) {
 			u->beams = calloc(p->n_beams, sizeof(*u->beams));
 			u->hyps = calloc(p->n_beams, sizeof(*u->hyps));
 			u->rows = calloc(p->n_beams, sizeof(*u->rows));

@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "config.h"
 #include "llmkit/error.h"
 #include "llmkit/util.h"
 
@@ -387,4 +388,41 @@ int64_t llm_utf8_invalid_at(const char *str, size_t n)
 		i += len;
 	}
 	return -1;
+}
+
+/* ---------------------------------------------------------------- models */
+
+int llm_find_model(const char *name, char *out, size_t n)
+{
+	char dirs[5][2048];
+	int nd = 0;
+	const char *e;
+
+	if (strchr(name, '/') || access(name, F_OK) == 0 || !strcmp(name, "-")) {
+		if ((size_t)snprintf(out, n, "%s", name) >= n)
+			return llm_error(LLM_EINVAL, "model path too long");
+		return 0;
+	}
+	if ((e = getenv("LLMKIT_MODELS")) && *e)
+		snprintf(dirs[nd++], sizeof(dirs[0]), "%s", e);
+	if ((e = getenv("LLMKIT_DATA")) && *e)
+		snprintf(dirs[nd++], sizeof(dirs[0]), "%s/models", e);
+	if ((e = getenv("XDG_DATA_HOME")) && *e)
+		snprintf(dirs[nd++], sizeof(dirs[0]), "%s/llmkit/models", e);
+	else if ((e = getenv("HOME")) && *e)
+		snprintf(dirs[nd++], sizeof(dirs[0]), "%s/.local/share/llmkit/models", e);
+	snprintf(dirs[nd++], sizeof(dirs[0]), "%s/models", LLMKIT_DATA_DIR);
+	for (int i = 0; i < nd; i++) {
+		if ((size_t)snprintf(out, n, "%s/%s", dirs[i], name) >= n)
+			continue;
+		if (access(out, R_OK) == 0)
+			return 0;
+	}
+	char where[4096] = "";
+	for (int i = 0; i < nd; i++) {
+		strncat(where, i ? ", " : "", sizeof(where) - strlen(where) - 1);
+		strncat(where, dirs[i], sizeof(where) - strlen(where) - 1);
+	}
+	return llm_error(LLM_ENOTFOUND, "model %s not found (looked in %s; run "
+	                 "scripts/get-model.sh, or set LLMKIT_MODELS)", name, where);
 }

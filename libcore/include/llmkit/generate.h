@@ -41,7 +41,8 @@ struct llm_gen_params {
 	int max_tokens;           /* tokens to generate; -1: until the context is full */
 	const char *stop[LLM_MAX_STOP];
 	int n_stop;
-	int n_beams;              /* > 1: beam search (deterministic; sampling ignored) */
+	int n_beams;              /* 0: sample; >= 1: beam search of this width
+	                             (deterministic; sampling ignored) */
 	float length_penalty;     /* beams rank by sum(logprob) / length^length_penalty */
 	bool early_stopping;      /* beam search ends once n_beams hypotheses are
 	                             finished (default); else when no live beam

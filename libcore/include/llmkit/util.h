@@ -52,6 +52,16 @@ bool llm_same_file(const char *a, const char *b);
  * is NUL-terminated (not counted in *size) and must be freed. */
 int llm_read_file(const char *path, char **data, size_t *size);
 
+/*
+ * Where models live.  A name with a '/' (or an existing file) is used as
+ * it is; a bare name is looked for in $LLMKIT_MODELS, $LLMKIT_DATA/models,
+ * $XDG_DATA_HOME/llmkit/models (~/.local/share/llmkit/models) and the data
+ * directory given to configure, in that order.  LLM_ENOTFOUND lists where
+ * it looked.
+ */
+#define LLM_DEFAULT_MODEL "stories260K.gguf"
+int llm_find_model(const char *name, char *out, size_t n);
+
 /* Seconds from a monotonic clock; CPU seconds of the process. */
 double llm_time_now(void);
 double llm_time_cpu(void);
