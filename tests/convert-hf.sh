@@ -8,8 +8,10 @@
 # numpy forward with llama.cpp's semantics against the logits of an
 # HF-semantics numpy forward.
 #
-# Not yet checked (needs llmkit's own forward pass, being written on main):
-# llmkit's logits for ref/tokens.txt against ref/logits.f32 of each variant.
+# When the tree has llmkit's forward pass and its tests/dump-logits helper
+# (main, from the forward work), llmkit's own logits for ref/tokens.txt are
+# compared with ref/logits.f32 as well; without it that step is skipped
+# (said on stdout).
 set -u
 BIN=${LLMKIT_BIN:-.}/tools/llm-convert
 SRC=${LLMKIT_SRC:-.}
@@ -24,11 +26,27 @@ text=${LLMKIT_DATA:-../shared/data}/text/tinystories-val.txt
 [ -f "$text" ] || text=
 python3 "$SRC/scripts/ref/make_tiny_hf.py" "$tmp/hf" $text || fail "make_tiny_hf.py failed"
 
+dump=${LLMKIT_BIN:-.}/tests/dump-logits
+[ -x "$dump" ] || { echo "note: no $dump: llmkit's own logits not compared"; dump=; }
 check() {  # variant pre [convert options...]
 	v=$1 pre=$2; shift 2
 	"$BIN" --hf "$tmp/hf/$v" -o "$tmp/$v.gguf" "$@" || fail "$v: conversion failed"
 	python3 "$SRC/scripts/ref/check_hf_gguf.py" "$tmp/hf/$v" "$tmp/$v.gguf" \
 		--pre "$pre" || fail "$v: GGUF does not match the source ($*)"
+	[ -n "$dump" ] || return 0
+	# llmkit's forward on the converted file vs the HF-semantics reference
+	"$dump" "$tmp/$v.gguf" "$(paste -sd, "$tmp/hf/$v/ref/tokens.txt")" \
+		> "$tmp/$v.logits" || fail "$v: dump-logits failed"
+	python3 - "$tmp/$v.logits" "$tmp/hf/$v/ref/logits.f32" "$*" <<'PY' ||
+import sys, numpy as np
+got = np.loadtxt(sys.argv[1], ndmin=2)
+ref = np.fromfile(sys.argv[2], "<f4").reshape(got.shape[0], -1)
+tol = 1e-4 if "--dtype" not in sys.argv[3] else 5e-2
+d = np.abs(got - ref).max()
+print(f"llmkit logits: max |diff| {d:.3g} of {np.abs(ref).max():.3g}", file=sys.stderr)
+sys.exit(0 if got.shape == ref.shape and d <= tol * np.abs(ref).max() else 1)
+PY
+		fail "$v: llmkit's logits differ from the HF reference ($*)"
 }
 check llama default
 check llama-gqa llama-bpe

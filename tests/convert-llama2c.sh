@@ -68,4 +68,15 @@ python3 "$SRC/scripts/ref/llama2c_export.py" "$M/stories260K.bin" "$tmp/dq.bin" 
 python3 "$SRC/scripts/ref/gguf_compare.py" "$tmp/v2.gguf" "$tmp/dq.gguf" ||
 	fail "v2 conversion differs from its dequantized values"
 cmp_ref "$tmp/v2.gguf" --tol 0.01 || fail "v2 conversion too far from the model"
+# llmkit's forward (when the tree has tests/dump-logits) gives the same
+# logits on our file as on llama.cpp's
+dump=${LLMKIT_BIN:-.}/tests/dump-logits
+if [ -x "$dump" ]; then
+	"$dump" "$tmp/s.gguf" 1,403,407,261,378,193 > "$tmp/ours.txt" &&
+	"$dump" "$M/stories260K.gguf" 1,403,407,261,378,193 > "$tmp/ref.txt" ||
+		fail "dump-logits failed"
+	cmp -s "$tmp/ours.txt" "$tmp/ref.txt" || fail "logits differ from stories260K.gguf's"
+else
+	echo "note: no $dump: logits not compared"
+fi
 echo "PASS: convert-llama2c"
