@@ -80,4 +80,29 @@ ok = np.abs(good - ref).max() < 1e-3 * np.abs(ref).max()
 sensitive = np.abs(bad - ref).max() > 1e-2 * np.abs(ref).max()
 sys.exit(0 if ok and sensitive else 1)
 PY
+# pre-tokenizer names of two more byte-level families, via --dummy
+# --tokenizer-json: SmolLM (digits split, then GPT-2's regex), GPT-2
+python3 - "$tmp" <<'PY' || fail "tokenizer.json generation failed"
+import os, sys
+from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
+text = ["Once upon a time 123 cats sat.", "It's 4:56 and we're late!"] * 20
+for name, pt in [("smollm", pre_tokenizers.Sequence([
+                     pre_tokenizers.Digits(individual_digits=True),
+                     pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])),
+                 ("gpt-2", pre_tokenizers.ByteLevel(add_prefix_space=False))]:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pt
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(text, trainers.BpeTrainer(
+        vocab_size=300, show_progress=False, special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    os.makedirs(f"{sys.argv[1]}/tj-{name}")
+    tok.save(f"{sys.argv[1]}/tj-{name}/tokenizer.json")
+PY
+for pre in smollm gpt-2; do
+	"$BIN" --dummy custom:vocab=512 --tokenizer-json "$tmp/tj-$pre/tokenizer.json" \
+		-o "$tmp/tj.gguf" || fail "$pre: conversion failed"
+	got=$(python3 -c "import gguf,sys; f=gguf.GGUFReader(sys.argv[1]).fields['tokenizer.ggml.pre']; print(bytes(f.parts[-1]).decode())" "$tmp/tj.gguf")
+	[ "$got" = "$pre" ] || fail "tokenizer.ggml.pre: $got, want $pre"
+done
 echo "PASS: convert-hf"
