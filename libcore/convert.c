@@ -1704,11 +1704,6 @@ int llm_convert_open_llama2c(struct llm_convert **out, const char *model,
 		               expect, c->map.n);
 		goto cleanup;
 	}
-	if (c->opts.n_ctx == 0 && h.seq_len <= 0) {
-		rc = llm_error(LLM_EFORMAT, "%s: no context length", model);
-		goto cleanup;
-	}
-
 	if ((rc = vocab_from_llama2c(&v, c->opts.tok_llama2c, V)))
 		goto cleanup;
 	if ((rc = shape_to_gguf(c->w, &s, file_type_of(dt))) ||

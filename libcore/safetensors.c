@@ -254,16 +254,18 @@ int llm_safetensors_open(struct llm_safetensors **out, const char *path)
 	int fd, rc;
 
 	*out = NULL;
-	memset(&sb, 0, sizeof(sb));
-	errno = 0;
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return llm_error(errno == ENOENT ? LLM_ENOTFOUND : LLM_EIO, "%s: %s",
 		                 path, strerror(errno));
-	if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-		bool dir = errno == 0 && S_ISDIR(sb.st_mode);
-		rc = llm_error(LLM_EIO, "%s: %s", path, dir ? "is a directory" :
-		               "not a regular file");
+	if (fstat(fd, &sb) != 0) {
+		rc = llm_error(LLM_EIO, "%s: %s", path, strerror(errno));
+		close(fd);
+		return rc;
+	}
+	if (!S_ISREG(sb.st_mode)) {
+		rc = llm_error(LLM_EIO, "%s: %s", path, S_ISDIR(sb.st_mode) ?
+		               "is a directory" : "not a regular file");
 		close(fd);
 		return rc;
 	}
