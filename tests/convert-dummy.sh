@@ -33,6 +33,12 @@ python3 -c 'import gguf, numpy' 2>/dev/null || {
 	exit 0
 }
 tok=$D/models/tok512.bin gpt2=$D/tokenizers/gpt2
+for f in "$tok" "$gpt2/encoder.json" "$gpt2/vocab.bpe" "$D/models/stories260K.gguf"; do
+	[ -f "$f" ] || {
+		echo "PASS: convert-dummy (structure checks skipped: $f not found)"
+		exit 0
+	}
+done
 "$BIN" --dummy 'stories15M:layers=2' --dtype f16 --tokenizer "$tok" -o "$tmp/s15.gguf" ||
 	fail "stories15M with tok512 failed"
 "$BIN" --dummy 'SmolLM2-135M:layers=2,vocab=50304' --gpt2 "$gpt2" -o "$tmp/smol.gguf" ||
