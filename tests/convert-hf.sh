@@ -28,11 +28,34 @@ python3 "$SRC/scripts/ref/make_tiny_hf.py" "$tmp/hf" $text || fail "make_tiny_hf
 
 dump=${LLMKIT_BIN:-.}/tests/dump-logits
 [ -x "$dump" ] || { echo "note: no $dump: llmkit's own logits not compared"; dump=; }
+tokz=${LLMKIT_BIN:-.}/tools/llm-tokenize
+[ -x "$tokz" ] || { echo "note: no $tokz: llmkit's tokenizer not compared"; tokz=; }
 check() {  # variant pre [convert options...]
 	v=$1 pre=$2; shift 2
 	"$BIN" --hf "$tmp/hf/$v" -o "$tmp/$v.gguf" "$@" || fail "$v: conversion failed"
 	python3 "$SRC/scripts/ref/check_hf_gguf.py" "$tmp/hf/$v" "$tmp/$v.gguf" \
 		--pre "$pre" || fail "$v: GGUF does not match the source ($*)"
+	if [ -n "$tokz" ]; then
+		# llmkit's tokenizer on the converted vocabulary vs the HF tokenizer
+		python3 - "$tmp/hf/$v" "$tmp/$v.gguf" "$tokz" <<'PY' ||
+import subprocess, sys
+from tokenizers import Tokenizer
+d, g, tool = sys.argv[1:4]
+tok = Tokenizer.from_file(d + "/tokenizer.json")
+bad = 0
+for t in ["Once upon a time, there was a little girl named Lily.",
+          "She said: \"Let's play!\" and ran 123 steps.", "naïve café 東京 🙂",
+          "hello  world\n\nnew   line", "I've 4567 apples; they're OK."]:
+    want = tok.encode(t, add_special_tokens=False).ids
+    r = subprocess.run([tool, "-m", g, "--no-bos", "-p", t], capture_output=True, text=True)
+    got = [int(x) for x in r.stdout.split()]
+    if got != want:
+        bad += 1
+        print(f"llm-tokenize {t!r}: {got} != HF {want} {r.stderr.strip()}")
+sys.exit(1 if bad else 0)
+PY
+			fail "$v: llmkit's tokenizer disagrees with the HF tokenizer"
+	fi
 	[ -n "$dump" ] || return 0
 	# llmkit's forward on the converted file vs the HF-semantics reference
 	"$dump" "$tmp/$v.gguf" "$(paste -sd, "$tmp/hf/$v/ref/tokens.txt")" \
