@@ -94,22 +94,42 @@ static bool cpu_supports(struct llm_backend *be, enum llm_dtype t)
 
 /* ---------------------------------------------------------------- matmul */
 
+/*
+ * Output rows are handed out in chunks from a shared counter rather than
+ * split evenly up front: a thread that loses its core for a while (another
+ * process, a slower core) then costs the others one chunk, not half the
+ * matrix.
+ */
 struct mm_args {
 	struct cpu *c;
 	const struct llm_tensor *w;
 	const float *x;
 	float *y;
 	int n;
+	int64_t chunk;
+	atomic_llong next;
 };
+
+static bool mm_next(struct mm_args *a, int64_t *r0, int64_t *r1)
+{
+	int64_t n_out = a->w->ne[1];
+	int64_t r = atomic_fetch_add_explicit(&a->next, a->chunk, memory_order_relaxed);
+	if (r >= n_out)
+		return false;
+	*r0 = r;
+	*r1 = r + a->chunk < n_out ? r + a->chunk : n_out;
+	return true;
+}
 
 static void mm_rows_task(void *p, int ith, int nth)
 {
 	struct mm_args *a = p;
 	int64_t n_out = a->w->ne[1], n_in = a->w->ne[0], r0, r1;
 	size_t rb = llm_tensor_row_size(a->w);
+	(void)ith;
+	(void)nth;
 
-	split(n_out, ith, nth, 16, &r0, &r1);
-	if (r0 < r1)
+	while (mm_next(a, &r0, &r1))
 		a->c->k->rows[a->w->type](a->w->data, rb, n_in, r0, r1, a->x, n_in,
 		                          a->n, a->y, n_out);
 }
@@ -121,26 +141,21 @@ static void mm_blas_task(void *p, int ith, int nth)
 	const struct llm_tensor *w = a->w;
 	int64_t n_out = w->ne[1], n_in = w->ne[0], r0, r1;
 	size_t rb = llm_tensor_row_size(w);
-
-	split(n_out, ith, nth, 16, &r0, &r1);
-	if (r0 >= r1)
-		return;
-	if (w->type == LLM_F32) {
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, a->n, (int)(r1 - r0),
-		            (int)n_in, 1.0f, a->x, (int)n_in,
-		            (const float *)w->data + r0 * n_in, (int)n_in, 0.0f,
-		            a->y + r0, (int)n_out);
-		return;
-	}
 	llm_to_float_fn conv = llm_dtype_traits(w->type)->to_float;
-	float *tile = scratch(a->c, ith, (size_t)TILE_ROWS * n_in);
-	for (int64_t r = r0; r < r1; r += TILE_ROWS) {
-		int64_t nr = r1 - r < TILE_ROWS ? r1 - r : TILE_ROWS;
-		for (int64_t i = 0; i < nr; i++)
-			conv((const char *)w->data + (r + i) * rb, tile + i * n_in, n_in);
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, a->n, (int)nr,
-		            (int)n_in, 1.0f, a->x, (int)n_in, tile, (int)n_in, 0.0f,
-		            a->y + r, (int)n_out);
+	float *tile = w->type == LLM_F32 ? NULL
+	              : scratch(a->c, ith, (size_t)a->chunk * n_in);
+	(void)nth;
+
+	while (mm_next(a, &r0, &r1)) {
+		const float *wr = (const float *)w->data + r0 * n_in;
+		if (tile) {
+			for (int64_t i = r0; i < r1; i++)
+				conv((const char *)w->data + i * rb, tile + (i - r0) * n_in, n_in);
+			wr = tile;
+		}
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, a->n, (int)(r1 - r0),
+		            (int)n_in, 1.0f, a->x, (int)n_in, wr, (int)n_in, 0.0f,
+		            a->y + r0, (int)n_out);
 	}
 }
 #endif
@@ -149,11 +164,21 @@ static void cpu_matmul(struct llm_backend *be, const struct llm_tensor *w,
                        const float *x, float *y, int n)
 {
 	struct cpu *c = cpu_of(be);
-	struct mm_args a = { c, w, x, y, n };
+	struct mm_args a = { .c = c, .w = w, .x = x, .y = y, .n = n };
+	int nth = llm_pool_size(c->pool);
+	int64_t n_out = w->ne[1];
 
 	LLM_ASSERT(c->k->rows[w->type]);
+	/* about eight chunks a thread, whole 16-row blocks, BLAS tiles of
+	 * TILE_ROWS at most (the f32 conversion buffer) */
+	a.chunk = (n_out / (8 * nth) + 15) & ~(int64_t)15;
+	if (a.chunk < 16)
+		a.chunk = 16;
+	atomic_init(&a.next, 0);
 #ifdef HAVE_OPENBLAS
 	if (n >= c->blas_min) {
+		if (a.chunk > TILE_ROWS && w->type != LLM_F32)
+			a.chunk = TILE_ROWS;
 		llm_pool_run(c->pool, mm_blas_task, &a);
 		return;
 	}
