@@ -1,0 +1,131 @@
+#!/bin/sh
+# foundation.sh - the foundation's speed targets, measured on a random-weight
+# model of stories110M's shape (weights do not change speed):
+#
+#   1. single-stream decode as a fraction of the memory-bandwidth roofline
+#      (weight bytes per token x tokens/s over the bandwidth llm-bench
+#      measures in the same run, same threads)               target >= 0.7
+#   2. decode throughput of 16 sequences over one stream      target >= 6x
+#   3. with LLAMA_BENCH=/path/to/llama-bench: our tokens/s over llama.cpp's
+#      on the same GGUF and threads, prefill (pp512) and decode (tg128 from
+#      an empty context, and after the 512-token prompt)      target >= 1.0
+#
+# Usage: scripts/bench/foundation.sh [f32] [f16]    (default: f32)
+#
+# Environment: LLMKIT_BIN (build directory holding tools/, default: the
+# source tree), BENCH_DIR (where the models are made or reused, default
+# $TMPDIR/llmkit-bench), THREADS (2), REPS (3), LLAMA_BENCH.
+#
+# Timing is noisy on a shared machine: the load average is printed before
+# each run; rerun when something else was busy.
+set -eu
+
+src=$(cd "$(dirname "$0")/../.." && pwd)
+bin=${LLMKIT_BIN:-$src}
+threads=${THREADS:-2}
+reps=${REPS:-3}
+dir=${BENCH_DIR:-${TMPDIR:-/tmp}/llmkit-bench}
+llama=${LLAMA_BENCH:-}
+dtypes=${*:-f32}
+
+bench="$bin/tools/llm-bench"
+convert="$bin/tools/llm-convert"
+for p in "$bench" "$convert"; do
+	[ -x "$p" ] || { echo "foundation.sh: $p not built (make, or set LLMKIT_BIN)" >&2; exit 1; }
+done
+if [ -n "$llama" ] && [ ! -x "$llama" ]; then
+	echo "foundation.sh: LLAMA_BENCH=$llama is not an executable" >&2
+	exit 1
+fi
+mkdir -p "$dir"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+load() { cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo "?"; }
+
+# value of column NAME in row(s) matching KEY=VALUE pairs of a CSV file whose
+# fields may be quoted (llama-bench quotes every field)
+csv_get() {
+	awk -v want="$2" -v conds="$3" '
+	function split_csv(line, out,    n, i, c, f, q) {
+		n = 0; f = ""; q = 0
+		for (i = 1; i <= length(line); i++) {
+			c = substr(line, i, 1)
+			if (c == "\"") q = !q
+			else if (c == "," && !q) { out[++n] = f; f = "" }
+			else f = f c
+		}
+		out[++n] = f
+		return n
+	}
+	NR == 1 { n = split_csv($0, h); for (i = 1; i <= n; i++) col[h[i]] = i; next }
+	{
+		split_csv($0, v)
+		nc = split(conds, cs, " ")
+		for (k = 1; k <= nc; k++) {
+			split(cs[k], kv, "=")
+			if (v[col[kv[1]]] != kv[2]) next
+		}
+		print v[col[want]]
+		exit
+	}' "$1"
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+verdict() { awk -v r="$1" -v t="$2" 'BEGIN { if (r == "n/a") print "n/a"; else print (r >= t ? "met" : "MISSED") }'; }
+line() { printf '  %-34s %-40s target >= %-5s %s\n' "$1" "$2" "$3" "$(verdict "$4" "$3")"; }
+
+for dt in $dtypes; do
+	case $dt in f32|f16|bf16) ;; *) echo "foundation.sh: dtype '$dt' (f32, f16 or bf16)" >&2; exit 2 ;; esac
+	model="$dir/stories110M-$dt.gguf"
+	if [ ! -s "$model" ]; then
+		echo "making $model" >&2
+		"$convert" --dummy stories110M --dtype "$dt" -o "$model"
+	fi
+
+	echo "stories110M-shape $dt (random weights), $threads threads, $reps runs each"
+	l0=$(load)
+	"$bench" -m "$model" -t "$threads" -r "$reps" -p 512 -n 128 -b 1,16 --membw \
+		-o csv > "$tmp/ours.csv"
+	bw=$(csv_get "$tmp/ours.csv" bytes_per_s "kind=membw")
+	bpt=$(csv_get "$tmp/ours.csv" bytes_per_token "kind=membw")
+	tg1=$(csv_get "$tmp/ours.csv" tokens_per_s "kind=tg batch=1")
+	tg16=$(csv_get "$tmp/ours.csv" tokens_per_s "kind=tg batch=16")
+	pp=$(csv_get "$tmp/ours.csv" tokens_per_s "kind=pp")
+	roof=$(csv_get "$tmp/ours.csv" roofline "kind=tg batch=1")
+	roof=$(awk -v r="$roof" 'BEGIN { printf "%.2f", r }')
+	bat=$(ratio "$tg16" "$tg1")
+	printf '  load average %s before; memory read bandwidth %.1f GB/s; %.1f MiB of weights per token\n' \
+		"$l0" "$(awk -v b="$bw" 'BEGIN { print b / 1e9 }')" \
+		"$(awk -v b="$bpt" 'BEGIN { print b / 1048576 }')"
+	line "decode roofline, 1 stream" \
+		"$(printf '%.1f tok/s (after 512 prompt): %s' "$tg1" "$roof")" 0.7 "$roof"
+	line "decode, 16 streams / 1 stream" \
+		"$(printf '%.1f / %.1f tok/s: %sx' "$tg16" "$tg1" "$bat")" 6 "$bat"
+	printf '  %-34s %.1f tok/s\n' "prefill pp512" "$pp"
+
+	if [ -n "$llama" ]; then
+		l1=$(load)
+		# our decode from an (almost) empty context, as llama-bench's tg128
+		"$bench" -m "$model" -t "$threads" -r "$reps" -p 1 -n 128 -b 1 -o csv \
+			> "$tmp/ours0.csv"
+		"$llama" -m "$model" -t "$threads" -r "$reps" -p 512 -n 128 -d 0,512 -o csv \
+			> "$tmp/llama.csv" 2> "$tmp/llama.err" || {
+			echo "foundation.sh: llama-bench failed:" >&2
+			tail -n 5 "$tmp/llama.err" >&2
+			exit 1
+		}
+		lpp=$(csv_get "$tmp/llama.csv" avg_ts "n_prompt=512 n_gen=0 n_depth=0")
+		ltg0=$(csv_get "$tmp/llama.csv" avg_ts "n_prompt=0 n_gen=128 n_depth=0")
+		ltg512=$(csv_get "$tmp/llama.csv" avg_ts "n_prompt=0 n_gen=128 n_depth=512")
+		tg0=$(csv_get "$tmp/ours0.csv" tokens_per_s "kind=tg batch=1")
+		echo "  vs llama.cpp ($llama; load average $l1 before; its KV cache is f16, ours f32):"
+		r=$(ratio "$pp" "$lpp")
+		line "pp512" "$(printf 'ours %.1f, llama.cpp %.1f tok/s: %s' "$pp" "$lpp" "$r")" 1.0 "$r"
+		r=$(ratio "$tg0" "$ltg0")
+		line "tg128 (empty context)" "$(printf 'ours %.1f, llama.cpp %.1f tok/s: %s' "$tg0" "$ltg0" "$r")" 1.0 "$r"
+		r=$(ratio "$tg1" "$ltg512")
+		line "tg128 (after 512 tokens)" "$(printf 'ours %.1f, llama.cpp %.1f tok/s: %s' "$tg1" "$ltg512" "$r")" 1.0 "$r"
+	fi
+	echo
+done
