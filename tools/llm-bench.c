@@ -687,9 +687,9 @@ static void print_json(struct bench *b)
 		"n_layer", m->hp.n_layer, "n_embd", m->hp.n_embd,
 		"n_ff", m->hp.n_ff, "n_vocab", m->hp.n_vocab));
 	json_object_set_new(root, "system", json_pack(
-		"{s:i, s:s, s:[f, f, f], s:s, s:I}",
+		"{s:i, s:s, s:[o, o, o], s:s, s:I}",
 		"threads", o->threads, "isa", llm_cpu_isa(),
-		"load_average", b->load[0], b->load[1], b->load[2],
+		"load_average", jnum(b->load[0]), jnum(b->load[1]), jnum(b->load[2]),
 		"prompt_tokens", "pseudo-random ids (xoshiro256**, uniform over the "
 		                 "vocabulary)",
 		"seed", (json_int_t)o->seed));
@@ -748,6 +748,22 @@ static void print_json(struct bench *b)
 	json_decref(root);
 }
 
+/* A field, quoted (RFC 4180) when it holds a comma, quote or line break. */
+static void csv_str(const char *s)
+{
+	if (!strpbrk(s, ",\"\r\n")) {
+		fputs(s, stdout);
+		return;
+	}
+	putchar('"');
+	for (; *s; s++) {
+		if (*s == '"')
+			putchar('"');
+		putchar(*s);
+	}
+	putchar('"');
+}
+
 /* ",value" with that many decimals; ",": not measured */
 static void csv_num(double v, int decimals)
 {
@@ -765,7 +781,8 @@ static void print_csv(struct bench *b)
 	       "forward_tokens_per_token\n");
 	for (int i = 0; i < b->n_rows; i++) {
 		const struct row *r = &b->rows[i];
-		printf("%s,%s,%lld,%llu,%d,%s,%s,%d,%d,%d,%d", base_name(b->path),
+		csv_str(base_name(b->path));
+		printf(",%s,%lld,%llu,%d,%s,%s,%d,%d,%d,%d",
 		       b->dtype, (long long)llm_model_n_params(b->m),
 		       (unsigned long long)llm_model_bytes_per_token(b->m), o->threads,
 		       r->kind, r->test, r->batch, r->n_prompt, r->n_gen, r->reps);
