@@ -14,16 +14,20 @@
 #
 # Environment: LLMKIT_BIN (build directory holding tools/, default: the
 # source tree), BENCH_DIR (where the models are made or reused, default
-# $TMPDIR/llmkit-bench), THREADS (2), REPS (3), LLAMA_BENCH.
+# $TMPDIR/llmkit-bench), THREADS (2), REPS (3 runs per llm-bench or
+# llama-bench call), ROUNDS (3), LLAMA_BENCH.
 #
-# Timing is noisy on a shared machine: the load average is printed before
-# each run; rerun when something else was busy.
+# Timing is noisy on a shared machine, so the measurements run in ROUNDS
+# rounds, ours and llama.cpp's alternating, and each figure is the best
+# round's mean (other processes only ever slow a run down); the load
+# average before each round is printed: rerun when something else was busy.
 set -eu
 
 src=$(cd "$(dirname "$0")/../.." && pwd)
 bin=${LLMKIT_BIN:-$src}
 threads=${THREADS:-2}
 reps=${REPS:-3}
+rounds=${ROUNDS:-3}
 dir=${BENCH_DIR:-${TMPDIR:-/tmp}/llmkit-bench}
 llama=${LLAMA_BENCH:-}
 dtypes=${*:-f32}
@@ -41,7 +45,12 @@ mkdir -p "$dir"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-load() { cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo "?"; }
+# load average, and tasks runnable right now besides this one (other
+# sessions' work shows here before the average catches up)
+load() {
+	awk '{ split($4, r, "/"); printf "%s (%d running)", $1, r[1] - 1 }' /proc/loadavg \
+		2>/dev/null || echo "?"
+}
 
 # value of column NAME in row(s) matching KEY=VALUE pairs of a CSV file whose
 # fields may be quoted (llama-bench quotes every field)
@@ -75,6 +84,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 verdict() { awk -v r="$1" -v t="$2" 'BEGIN { if (r == "n/a") print "n/a"; else print (r >= t ? "met" : "MISSED") }'; }
 line() { printf '  %-34s %-40s target >= %-5s %s\n' "$1" "$2" "$3" "$(verdict "$4" "$3")"; }
 
+max() { awk 'BEGIN { m = "" } $1 != "" && (m == "" || $1 + 0 > m) { m = $1 + 0 } END { print m }'; }
+
 for dt in $dtypes; do
 	case $dt in f32|f16|bf16) ;; *) echo "foundation.sh: dtype '$dt' (f32, f16 or bf16)" >&2; exit 2 ;; esac
 	model="$dir/stories110M-$dt.gguf"
@@ -83,43 +94,56 @@ for dt in $dtypes; do
 		"$convert" --dummy stories110M --dtype "$dt" -o "$model"
 	fi
 
-	echo "stories110M-shape $dt (random weights), $threads threads, $reps runs each"
-	l0=$(load)
-	"$bench" -m "$model" -t "$threads" -r "$reps" -p 512 -n 128 -b 1,16 --membw \
-		-o csv > "$tmp/ours.csv"
-	bw=$(csv_get "$tmp/ours.csv" bytes_per_s "kind=membw")
-	bpt=$(csv_get "$tmp/ours.csv" bytes_per_token "kind=membw")
-	tg1=$(csv_get "$tmp/ours.csv" tokens_per_s "kind=tg batch=1")
-	tg16=$(csv_get "$tmp/ours.csv" tokens_per_s "kind=tg batch=16")
-	pp=$(csv_get "$tmp/ours.csv" tokens_per_s "kind=pp")
-	roof=$(csv_get "$tmp/ours.csv" roofline "kind=tg batch=1")
-	roof=$(awk -v r="$roof" 'BEGIN { printf "%.2f", r }')
+	echo "stories110M-shape $dt (random weights), $threads threads, $rounds rounds of $reps runs"
+	: > "$tmp/vals"
+	loads=""
+	r=1
+	while [ "$r" -le "$rounds" ]; do
+		loads="$loads; $(load)"
+		"$bench" -m "$model" -t "$threads" -r "$reps" -p 512 -n 128 -b 1,16 --membw \
+			-o csv > "$tmp/ours.csv"
+		{
+			echo "bw $(csv_get "$tmp/ours.csv" bytes_per_s "kind=membw")"
+			echo "bpt $(csv_get "$tmp/ours.csv" bytes_per_token "kind=membw")"
+			echo "tg1 $(csv_get "$tmp/ours.csv" tokens_per_s "kind=tg batch=1")"
+			echo "tg16 $(csv_get "$tmp/ours.csv" tokens_per_s "kind=tg batch=16")"
+			echo "pp $(csv_get "$tmp/ours.csv" tokens_per_s "kind=pp")"
+		} >> "$tmp/vals"
+		if [ -n "$llama" ]; then
+			# our decode from an (almost) empty context, as llama-bench's tg128
+			"$bench" -m "$model" -t "$threads" -r "$reps" -p 1 -n 128 -b 1 -o csv \
+				> "$tmp/ours0.csv"
+			echo "tg0 $(csv_get "$tmp/ours0.csv" tokens_per_s "kind=tg batch=1")" >> "$tmp/vals"
+			"$llama" -m "$model" -t "$threads" -r "$reps" -p 512 -n 128 -d 0,512 \
+				-o csv > "$tmp/llama.csv" 2> "$tmp/llama.err" || {
+				echo "foundation.sh: llama-bench failed:" >&2
+				tail -n 5 "$tmp/llama.err" >&2
+				exit 1
+			}
+			{
+				echo "lpp $(csv_get "$tmp/llama.csv" avg_ts "n_prompt=512 n_gen=0 n_depth=0")"
+				echo "ltg0 $(csv_get "$tmp/llama.csv" avg_ts "n_prompt=0 n_gen=128 n_depth=0")"
+				echo "ltg512 $(csv_get "$tmp/llama.csv" avg_ts "n_prompt=0 n_gen=128 n_depth=512")"
+			} >> "$tmp/vals"
+		fi
+		r=$((r + 1))
+	done
+	get() { awk -v k="$1" '$1 == k { print $2 }' "$tmp/vals" | max; }
+	bw=$(get bw); bpt=$(get bpt); tg1=$(get tg1); tg16=$(get tg16); pp=$(get pp)
+	roof=$(ratio "$(awk -v b="$bpt" -v t="$tg1" 'BEGIN { print b * t }')" "$bw")
 	bat=$(ratio "$tg16" "$tg1")
-	printf '  load average %s before; memory read bandwidth %.1f GB/s; %.1f MiB of weights per token\n' \
-		"$l0" "$(awk -v b="$bw" 'BEGIN { print b / 1e9 }')" \
+	printf '  load before each round%s\n' "$loads"
+	printf '  memory read bandwidth %.1f GB/s; %.1f MiB of weights per token\n' \
+		"$(awk -v b="$bw" 'BEGIN { print b / 1e9 }')" \
 		"$(awk -v b="$bpt" 'BEGIN { print b / 1048576 }')"
 	line "decode roofline, 1 stream" \
 		"$(printf '%.1f tok/s (after 512 prompt): %s' "$tg1" "$roof")" 0.7 "$roof"
 	line "decode, 16 streams / 1 stream" \
 		"$(printf '%.1f / %.1f tok/s: %sx' "$tg16" "$tg1" "$bat")" 6 "$bat"
 	printf '  %-34s %.1f tok/s\n' "prefill pp512" "$pp"
-
 	if [ -n "$llama" ]; then
-		l1=$(load)
-		# our decode from an (almost) empty context, as llama-bench's tg128
-		"$bench" -m "$model" -t "$threads" -r "$reps" -p 1 -n 128 -b 1 -o csv \
-			> "$tmp/ours0.csv"
-		"$llama" -m "$model" -t "$threads" -r "$reps" -p 512 -n 128 -d 0,512 -o csv \
-			> "$tmp/llama.csv" 2> "$tmp/llama.err" || {
-			echo "foundation.sh: llama-bench failed:" >&2
-			tail -n 5 "$tmp/llama.err" >&2
-			exit 1
-		}
-		lpp=$(csv_get "$tmp/llama.csv" avg_ts "n_prompt=512 n_gen=0 n_depth=0")
-		ltg0=$(csv_get "$tmp/llama.csv" avg_ts "n_prompt=0 n_gen=128 n_depth=0")
-		ltg512=$(csv_get "$tmp/llama.csv" avg_ts "n_prompt=0 n_gen=128 n_depth=512")
-		tg0=$(csv_get "$tmp/ours0.csv" tokens_per_s "kind=tg batch=1")
-		echo "  vs llama.cpp ($llama; load average $l1 before; its KV cache is f16, ours f32):"
+		lpp=$(get lpp); ltg0=$(get ltg0); ltg512=$(get ltg512); tg0=$(get tg0)
+		echo "  vs llama.cpp ($llama; its KV cache is f16, ours f32):"
 		r=$(ratio "$pp" "$lpp")
 		line "pp512" "$(printf 'ours %.1f, llama.cpp %.1f tok/s: %s' "$pp" "$lpp" "$r")" 1.0 "$r"
 		r=$(ratio "$tg0" "$ltg0")
