@@ -44,7 +44,7 @@ struct membw_job {
 	pthread_mutex_t mu;     /* the gate: workers wait until all exist */
 	pthread_cond_t cv;
 	int gate;               /* 0 wait, 1 go, -1 give up */
-	double *t_start;        /* (reps) */
+	double *t_start;        /* (reps * nth) */
 	double *t_end;          /* (reps * nth) */
 	uint64_t *sink;         /* (nth) keeps the sums alive */
 };
@@ -94,8 +94,9 @@ static void *membw_worker(void *arg)
 		return NULL;
 	for (int r = 0; r < j->reps; r++) {
 		pthread_barrier_wait(&j->bar);
-		if (t->ith == 0)
-			j->t_start[r] = llm_time_now();
+		/* every thread its own start: one descheduled after the barrier
+		 * must not shorten the pass */
+		j->t_start[(size_t)r * j->nth + t->ith] = llm_time_now();
 		j->sink[t->ith] += sum_words(j->buf + w0, w1 - w0);
 		j->t_end[(size_t)r * j->nth + t->ith] = llm_time_now();
 	}
@@ -124,7 +125,7 @@ int llm_bench_membw(int n_threads, uint64_t bytes, int reps, struct llm_membw *o
 		return llm_error(LLM_EINVAL, "membw: buffer of %llu bytes for %d threads",
 		                 (unsigned long long)bytes, n_threads);
 	buf = aligned_alloc(4096, (bytes + 4095) & ~(uint64_t)4095);
-	j.t_start = calloc(reps, sizeof(double));
+	j.t_start = calloc((size_t)reps * n_threads, sizeof(double));
 	j.t_end = calloc((size_t)reps * n_threads, sizeof(double));
 	j.sink = calloc(n_threads, sizeof(uint64_t));
 	th = calloc(n_threads, sizeof(*th));
@@ -175,11 +176,13 @@ int llm_bench_membw(int n_threads, uint64_t bytes, int reps, struct llm_membw *o
 
 	out->best = 0;
 	for (int r = 0; r < reps; r++) {
-		double end = 0;
-		for (int i = 0; i < n_threads; i++)
-			if (j.t_end[(size_t)r * n_threads + i] > end)
-				end = j.t_end[(size_t)r * n_threads + i];
-		double dt = end - j.t_start[r];
+		double start = j.t_start[(size_t)r * n_threads], end = 0;
+		for (int i = 0; i < n_threads; i++) {
+			size_t k = (size_t)r * n_threads + i;
+			start = j.t_start[k] < start ? j.t_start[k] : start;
+			end = j.t_end[k] > end ? j.t_end[k] : end;
+		}
+		double dt = end - start;
 		bw[r] = dt > 0 ? (double)j.n_words * sizeof(uint64_t) / dt : 0;
 		if (bw[r] > out->best)
 			out->best = bw[r];

@@ -18,9 +18,10 @@
 # llama-bench call), ROUNDS (3), LLAMA_BENCH.
 #
 # Timing is noisy on a shared machine, so the measurements run in ROUNDS
-# rounds, ours and llama.cpp's alternating, and each figure is the best
-# round's mean (other processes only ever slow a run down); the load
-# average before each round is printed: rerun when something else was busy.
+# rounds, ours and llama.cpp's alternating.  Each ratio is taken within a
+# round (ours beside llama.cpp's, decode beside the bandwidth measured in
+# the same run); the median round is reported, every round beside it, and
+# the load before each round: rerun when something else was busy.
 set -eu
 
 src=$(cd "$(dirname "$0")/../.." && pwd)
@@ -82,9 +83,14 @@ csv_get() {
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 verdict() { awk -v r="$1" -v t="$2" 'BEGIN { if (r == "n/a") print "n/a"; else print (r >= t ? "met" : "MISSED") }'; }
-line() { printf '  %-34s %-40s target >= %-5s %s\n' "$1" "$2" "$3" "$(verdict "$4" "$3")"; }
+line() { printf '  %-30s %-46s >= %-4s %s\n' "$1" "$2" "$3" "$(verdict "$4" "$3")"; }
 
-max() { awk 'BEGIN { m = "" } $1 != "" && (m == "" || $1 + 0 > m) { m = $1 + 0 } END { print m }'; }
+# the median of the values recorded under a key, and all of them
+med() {
+	awk -v k="$1" '$1 == k { print $2 }' "$tmp/vals" | sort -g |
+		awk '{ v[NR] = $1 } END { if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
+}
+all() { awk -v k="$1" -v f="$2" '$1 == k { printf "%s" f, s, $2; s = " " }' "$tmp/vals"; }
 
 for dt in $dtypes; do
 	case $dt in f32|f16|bf16) ;; *) echo "foundation.sh: dtype '$dt' (f32, f16 or bf16)" >&2; exit 2 ;; esac
@@ -102,54 +108,65 @@ for dt in $dtypes; do
 		loads="$loads; $(load)"
 		"$bench" -m "$model" -t "$threads" -r "$reps" -p 512 -n 128 -b 1,16 --membw \
 			-o csv > "$tmp/ours.csv"
+		bw=$(csv_get "$tmp/ours.csv" bytes_per_s "kind=membw")
+		bpt=$(csv_get "$tmp/ours.csv" bytes_per_token "kind=membw")
+		tg1=$(csv_get "$tmp/ours.csv" tokens_per_s "kind=tg batch=1")
+		tg16=$(csv_get "$tmp/ours.csv" tokens_per_s "kind=tg batch=16")
+		pp=$(csv_get "$tmp/ours.csv" tokens_per_s "kind=pp")
 		{
-			echo "bw $(csv_get "$tmp/ours.csv" bytes_per_s "kind=membw")"
-			echo "bpt $(csv_get "$tmp/ours.csv" bytes_per_token "kind=membw")"
-			echo "tg1 $(csv_get "$tmp/ours.csv" tokens_per_s "kind=tg batch=1")"
-			echo "tg16 $(csv_get "$tmp/ours.csv" tokens_per_s "kind=tg batch=16")"
-			echo "pp $(csv_get "$tmp/ours.csv" tokens_per_s "kind=pp")"
+			echo "bw $bw"
+			echo "tg1 $tg1"
+			echo "tg16 $tg16"
+			echo "pp $pp"
+			echo "roof $(csv_get "$tmp/ours.csv" roofline "kind=tg batch=1")"
+			echo "bat $(ratio "$tg16" "$tg1")"
 		} >> "$tmp/vals"
 		if [ -n "$llama" ]; then
 			# our decode from an (almost) empty context, as llama-bench's tg128
 			"$bench" -m "$model" -t "$threads" -r "$reps" -p 1 -n 128 -b 1 -o csv \
 				> "$tmp/ours0.csv"
-			echo "tg0 $(csv_get "$tmp/ours0.csv" tokens_per_s "kind=tg batch=1")" >> "$tmp/vals"
+			tg0=$(csv_get "$tmp/ours0.csv" tokens_per_s "kind=tg batch=1")
 			"$llama" -m "$model" -t "$threads" -r "$reps" -p 512 -n 128 -d 0,512 \
 				-o csv > "$tmp/llama.csv" 2> "$tmp/llama.err" || {
 				echo "foundation.sh: llama-bench failed:" >&2
 				tail -n 5 "$tmp/llama.err" >&2
 				exit 1
 			}
+			lpp=$(csv_get "$tmp/llama.csv" avg_ts "n_prompt=512 n_gen=0 n_depth=0")
+			ltg0=$(csv_get "$tmp/llama.csv" avg_ts "n_prompt=0 n_gen=128 n_depth=0")
+			ltg512=$(csv_get "$tmp/llama.csv" avg_ts "n_prompt=0 n_gen=128 n_depth=512")
 			{
-				echo "lpp $(csv_get "$tmp/llama.csv" avg_ts "n_prompt=512 n_gen=0 n_depth=0")"
-				echo "ltg0 $(csv_get "$tmp/llama.csv" avg_ts "n_prompt=0 n_gen=128 n_depth=0")"
-				echo "ltg512 $(csv_get "$tmp/llama.csv" avg_ts "n_prompt=0 n_gen=128 n_depth=512")"
+				echo "tg0 $tg0"
+				echo "lpp $lpp"
+				echo "ltg0 $ltg0"
+				echo "ltg512 $ltg512"
+				echo "rpp $(ratio "$pp" "$lpp")"
+				echo "rtg0 $(ratio "$tg0" "$ltg0")"
+				echo "rtg512 $(ratio "$tg1" "$ltg512")"
 			} >> "$tmp/vals"
 		fi
 		r=$((r + 1))
 	done
-	get() { awk -v k="$1" '$1 == k { print $2 }' "$tmp/vals" | max; }
-	bw=$(get bw); bpt=$(get bpt); tg1=$(get tg1); tg16=$(get tg16); pp=$(get pp)
-	roof=$(ratio "$(awk -v b="$bpt" -v t="$tg1" 'BEGIN { print b * t }')" "$bw")
-	bat=$(ratio "$tg16" "$tg1")
+	# each ratio is taken within a round (same conditions); the median
+	# round counts, all rounds are shown
 	printf '  load before each round%s\n' "$loads"
-	printf '  memory read bandwidth %.1f GB/s; %.1f MiB of weights per token\n' \
-		"$(awk -v b="$bw" 'BEGIN { print b / 1e9 }')" \
+	printf '  memory read bandwidth, GB/s: %s; %.1f MiB of weights per token\n' \
+		"$(awk -v k=bw '$1 == k { printf "%s%.1f", s, $2 / 1e9; s = " " }' "$tmp/vals")" \
 		"$(awk -v b="$bpt" 'BEGIN { print b / 1048576 }')"
-	line "decode roofline, 1 stream" \
-		"$(printf '%.1f tok/s (after 512 prompt): %s' "$tg1" "$roof")" 0.7 "$roof"
-	line "decode, 16 streams / 1 stream" \
-		"$(printf '%.1f / %.1f tok/s: %sx' "$tg16" "$tg1" "$bat")" 6 "$bat"
-	printf '  %-34s %.1f tok/s\n' "prefill pp512" "$pp"
+	printf '  %-30s %-46s %s\n' "" "median of rounds (each round)" "target"
+	v=$(med roof)
+	line "decode 1 stream / roofline" "$(printf '%.2f (%s); %.1f tok/s' "$v" "$(all roof %.2f)" "$(med tg1)")" 0.7 "$v"
+	v=$(med bat)
+	line "decode 16 streams / 1 stream" "$(printf '%.2fx (%s); %.1f tok/s' "$v" "$(all bat %.2f)" "$(med tg16)")" 6 "$v"
+	printf '  %-30s %.1f tok/s\n' "prefill pp512" "$(med pp)"
 	if [ -n "$llama" ]; then
-		lpp=$(get lpp); ltg0=$(get ltg0); ltg512=$(get ltg512); tg0=$(get tg0)
-		echo "  vs llama.cpp ($llama; its KV cache is f16, ours f32):"
-		r=$(ratio "$pp" "$lpp")
-		line "pp512" "$(printf 'ours %.1f, llama.cpp %.1f tok/s: %s' "$pp" "$lpp" "$r")" 1.0 "$r"
-		r=$(ratio "$tg0" "$ltg0")
-		line "tg128 (empty context)" "$(printf 'ours %.1f, llama.cpp %.1f tok/s: %s' "$tg0" "$ltg0" "$r")" 1.0 "$r"
-		r=$(ratio "$tg1" "$ltg512")
-		line "tg128 (after 512 tokens)" "$(printf 'ours %.1f, llama.cpp %.1f tok/s: %s' "$tg1" "$ltg512" "$r")" 1.0 "$r"
+		echo "  ours / llama.cpp ($llama; its KV cache is f16, ours f32):"
+		v=$(med rpp)
+		line "pp512" "$(printf '%.2f (%s); %.1f vs %.1f tok/s' "$v" "$(all rpp %.2f)" "$(med pp)" "$(med lpp)")" 1.0 "$v"
+		v=$(med rtg0)
+		line "tg128, empty context" "$(printf '%.2f (%s); %.1f vs %.1f tok/s' "$v" "$(all rtg0 %.2f)" "$(med tg0)" "$(med ltg0)")" 1.0 "$v"
+		v=$(med rtg512)
+		line "tg128 after 512 tokens" "$(printf '%.2f (%s); %.1f vs %.1f tok/s' "$v" "$(all rtg512 %.2f)" "$(med tg1)" "$(med ltg512)")" 1.0 "$v"
 	fi
 	echo
 done

@@ -20,7 +20,7 @@ extern "C" {
  * STREAM-style read bandwidth: n_threads threads each sum their own slice
  * of a buffer of 'bytes' (64-bit integer adds, which compilers vectorise
  * and which cannot be skipped), all starting together; the time is from
- * the common start to the last thread done.  The buffer is written once
+ * the first thread's start to the last one's end.  The buffer is written once
  * before timing so every page is resident.  Choose bytes well above the
  * last-level cache (the default, 0, is 512 MiB).  Best and mean over reps.
  */
