@@ -103,46 +103,41 @@ static void *membw_worker(void *arg)
 	return NULL;
 }
 
-int llm_bench_membw(int n_threads, uint64_t bytes, int reps, struct llm_membw *out)
+int llm_bench_read_bw(int n_threads, const void *buf, uint64_t bytes, int reps,
+                      struct llm_membw *out)
 {
 	struct membw_job j = { 0 };
 	struct membw_thread *th = NULL;
 	pthread_t *tid = NULL;
-	uint64_t *buf = NULL;
 	double *bw = NULL;
-	int started = 0, rc = 0;
+	int started = 0, rc = 0, passes;
 
 	memset(out, 0, sizeof(*out));
 	if (n_threads <= 0) {
 		long n = sysconf(_SC_NPROCESSORS_ONLN);
 		n_threads = n > 0 ? (int)n : 1;
 	}
-	if (!bytes)
-		bytes = 512ull << 20;
 	if (reps < 1)
 		reps = 1;
-	if (bytes < 4096 * (uint64_t)n_threads || bytes > (1ull << 40))
+	if (!buf || (uintptr_t)buf % sizeof(uint64_t) ||
+	    bytes < 4096 * (uint64_t)n_threads || bytes > (1ull << 40))
 		return llm_error(LLM_EINVAL, "membw: buffer of %llu bytes for %d threads",
 		                 (unsigned long long)bytes, n_threads);
-	buf = aligned_alloc(4096, (bytes + 4095) & ~(uint64_t)4095);
-	j.t_start = calloc((size_t)reps * n_threads, sizeof(double));
-	j.t_end = calloc((size_t)reps * n_threads, sizeof(double));
+	passes = reps + 1;      /* the first one warms TLBs and mappings, untimed */
+	j.t_start = calloc((size_t)passes * n_threads, sizeof(double));
+	j.t_end = calloc((size_t)passes * n_threads, sizeof(double));
 	j.sink = calloc(n_threads, sizeof(uint64_t));
 	th = calloc(n_threads, sizeof(*th));
 	tid = calloc(n_threads, sizeof(*tid));
 	bw = calloc(reps, sizeof(double));
-	if (!buf || !j.t_start || !j.t_end || !j.sink || !th || !tid || !bw) {
-		rc = llm_error(LLM_ENOMEM, "membw: out of memory for %llu MiB",
-		               (unsigned long long)(bytes >> 20));
+	if (!j.t_start || !j.t_end || !j.sink || !th || !tid || !bw) {
+		rc = llm_error(LLM_ENOMEM, "out of memory");
 		goto out;
 	}
-	/* resident, and not the zero page */
-	for (uint64_t i = 0; i < bytes / sizeof(uint64_t); i++)
-		buf[i] = i;
 	j.buf = buf;
 	j.n_words = bytes / sizeof(uint64_t);
 	j.nth = n_threads;
-	j.reps = reps;
+	j.reps = passes;
 	if (pthread_barrier_init(&j.bar, NULL, n_threads)) {
 		rc = llm_error(LLM_ENOMEM, "membw: cannot create a barrier");
 		goto out;
@@ -176,11 +171,11 @@ int llm_bench_membw(int n_threads, uint64_t bytes, int reps, struct llm_membw *o
 
 	out->best = 0;
 	for (int r = 0; r < reps; r++) {
-		double start = j.t_start[(size_t)r * n_threads], end = 0;
+		size_t k0 = (size_t)(r + 1) * n_threads;
+		double start = j.t_start[k0], end = 0;
 		for (int i = 0; i < n_threads; i++) {
-			size_t k = (size_t)r * n_threads + i;
-			start = j.t_start[k] < start ? j.t_start[k] : start;
-			end = j.t_end[k] > end ? j.t_end[k] : end;
+			start = j.t_start[k0 + i] < start ? j.t_start[k0 + i] : start;
+			end = j.t_end[k0 + i] > end ? j.t_end[k0 + i] : end;
 		}
 		double dt = end - start;
 		bw[r] = dt > 0 ? (double)j.n_words * sizeof(uint64_t) / dt : 0;
@@ -192,13 +187,36 @@ int llm_bench_membw(int n_threads, uint64_t bytes, int reps, struct llm_membw *o
 	out->n_threads = n_threads;
 	out->reps = reps;
 out:
-	free(buf);
 	free(j.t_start);
 	free(j.t_end);
 	free(j.sink);
 	free(th);
 	free(tid);
 	free(bw);
+	return rc;
+}
+
+int llm_bench_membw(int n_threads, uint64_t bytes, int reps, struct llm_membw *out)
+{
+	uint64_t *buf;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if (!bytes)
+		bytes = 512ull << 20;
+	if (bytes < 4096 || bytes > (1ull << 40))
+		return llm_error(LLM_EINVAL, "membw: buffer of %llu bytes",
+		                 (unsigned long long)bytes);
+	bytes &= ~(uint64_t)4095;
+	buf = aligned_alloc(4096, bytes);
+	if (!buf)
+		return llm_error(LLM_ENOMEM, "membw: out of memory for %llu MiB",
+		                 (unsigned long long)(bytes >> 20));
+	/* resident, and not the zero page */
+	for (uint64_t i = 0; i < bytes / sizeof(uint64_t); i++)
+		buf[i] = i;
+	rc = llm_bench_read_bw(n_threads, buf, bytes, reps, out);
+	free(buf);
 	return rc;
 }
 

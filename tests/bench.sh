@@ -23,7 +23,7 @@ header="model,dtype,n_params,bytes_per_token,threads,kind,test,batch,n_prompt,n_
 	fail "csv header: $(head -n 1 "$tmp/out.csv")"
 # kinds and tests, in order
 got=$(awk -F, 'NR > 1 { printf "%s:%s:%s ", $6, $7, $8 }' "$tmp/out.csv")
-want="membw:membw:0 pp:pp16:1 tg:tg8:1 tg:tg8:3 strategy:greedy:2 strategy:sample:2 strategy:top-k=40:2 strategy:top-p=0.9:2 strategy:min-p=0.05:2 strategy:beam=2:2 strategy:beam=4:2 strategy:beam=8:2 "
+want="membw:membw:0 membw:weights:0 pp:pp16:1 tg:tg8:1 tg:tg8:3 strategy:greedy:2 strategy:sample:2 strategy:top-k=40:2 strategy:top-p=0.9:2 strategy:min-p=0.05:2 strategy:beam=2:2 strategy:beam=4:2 strategy:beam=8:2 "
 [ "$got" = "$want" ] && ok "csv rows" || fail "csv rows: got '$got'"
 # every row complete, with the numbers its kind must have
 awk -F, -v NF0=20 '
@@ -67,6 +67,9 @@ assert [r["when"] for r in bw["runs"]] == ["before", "after"], bw
 for r in bw["runs"]:
     assert r["best_bytes_per_s"] >= r["mean_bytes_per_s"] > 0 and r["reps"] == 5, r
 assert bw["bytes_per_s"] == max(r["best_bytes_per_s"] for r in bw["runs"]), bw
+w = bw["weights"]
+assert w["best_bytes_per_s"] >= w["mean_bytes_per_s"] > 0, w
+assert 0.9 * m["file_bytes"] < w["bytes"] <= m["file_bytes"], (w, m)
 tp = [(r["test"], r["batch"]) for r in d["throughput"]]
 assert tp == [("pp16", 2), ("tg8", 2)], tp   # --full-prefill: pp per batch
 for r in d["throughput"]:
@@ -75,6 +78,7 @@ for r in d["throughput"]:
 tg = d["throughput"][1]
 assert tg["weight_bytes_per_s"] > 0, tg
 assert abs(tg["roofline"] - tg["weight_bytes_per_s"] / bw["bytes_per_s"]) < 1e-6, tg
+assert abs(tg["roofline_weights"] - tg["weight_bytes_per_s"] / w["best_bytes_per_s"]) < 1e-6, tg
 names = [s["name"] for s in d["strategies"]]
 assert names == ["greedy", "sample", "top-k=40", "top-p=0.9", "min-p=0.05",
                  "beam=2", "beam=4", "beam=8"], names

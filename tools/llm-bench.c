@@ -208,6 +208,7 @@ struct row {
 	double tps, tps_sd;      /* tokens per second, mean and stddev */
 	double bytes_per_s;      /* membw: best read bandwidth; tg: weights read */
 	double roofline;         /* tg: bytes_per_s / membw best */
+	double roofline_w;       /* tg: bytes_per_s / the weights' read rate */
 	double cpu_per_1k;       /* CPU seconds per 1,000 generated tokens */
 	double peak_rss;         /* bytes, of the measuring child */
 	double kv_peak;          /* bytes of KV blocks in use at the peak */
@@ -229,6 +230,7 @@ struct bench {
 	struct llm_membw membw[2];
 	int n_membw;
 	double bw;
+	struct llm_membw wbw;          /* reading the model's mapped tensors */
 	struct row *rows;
 	int n_rows;
 };
@@ -243,6 +245,7 @@ static struct row *row_new(struct bench *b, const char *kind)
 	r->kind = kind;
 	r->tps = r->tps_sd = r->bytes_per_s = r->roofline = NAN;
 	r->cpu_per_1k = r->peak_rss = r->kv_peak = r->logprob = r->fwd_per_tok = NAN;
+	r->roofline_w = NAN;
 	return r;
 }
 
@@ -704,8 +707,14 @@ static void print_json(struct bench *b)
 				"buffer_bytes", (json_int_t)w->bytes, "threads", w->n_threads,
 				"reps", w->reps));
 		}
-		json_object_set_new(root, "membw", json_pack("{s:f, s:o}",
-		                    "bytes_per_s", b->bw, "runs", runs));
+		const struct llm_membw *w = &b->wbw;
+		json_t *wj = !w->reps ? json_null() : json_pack(
+			"{s:f, s:f, s:f, s:I, s:i, s:i}",
+			"best_bytes_per_s", w->best, "mean_bytes_per_s", w->mean,
+			"stddev", w->stddev, "bytes", (json_int_t)w->bytes,
+			"threads", w->n_threads, "reps", w->reps);
+		json_object_set_new(root, "membw", json_pack("{s:f, s:o, s:o}",
+		                    "bytes_per_s", b->bw, "runs", runs, "weights", wj));
 	} else
 		json_object_set_new(root, "membw", json_null());
 	for (int i = 0; i < b->n_rows; i++) {
@@ -731,13 +740,15 @@ static void print_json(struct bench *b)
 			json_array_append_new(st, o1);
 		} else {
 			o1 = json_pack("{s:s, s:s, s:i, s:i, s:i, s:i, s:o, s:o, s:o, s:o, "
-			               "s:o}",
+			               "s:o, s:o}",
 			               "test", r->test, "kind", r->kind, "batch", r->batch,
 			               "n_prompt", r->n_prompt, "n_gen", r->n_gen,
 			               "reps", r->reps, "tokens_per_s", jnum(r->tps),
 			               "stddev", jnum(r->tps_sd),
 			               "weight_bytes_per_s", jnum(r->bytes_per_s),
-			               "roofline", jnum(r->roofline), "samples", samples);
+			               "roofline", jnum(r->roofline),
+			               "roofline_weights", jnum(r->roofline_w),
+			               "samples", samples);
 			json_array_append_new(tp, o1);
 		}
 	}
@@ -818,20 +829,26 @@ static void print_table(struct bench *b)
 		       b->membw[i].best / 1e9, b->membw[i].mean / 1e9,
 		       b->membw[i].stddev / 1e9, b->membw[i].n_threads,
 		       (unsigned long long)(b->membw[i].bytes >> 20), b->membw[i].reps);
+	if (b->wbw.reps)
+		printf("reading the model's mapped tensors: %.2f GB/s best, %.2f +- %.2f "
+		       "mean (%llu MiB, %d passes)\n", b->wbw.best / 1e9,
+		       b->wbw.mean / 1e9, b->wbw.stddev / 1e9,
+		       (unsigned long long)(b->wbw.bytes >> 20), b->wbw.reps);
 	if (b->n_membw)
-		printf("roofline against %.2f GB/s\n", b->bw / 1e9);
+		printf("roofline: against %.2f GB/s (the better bandwidth run); "
+		       "\"of weights\": against reading the tensors\n", b->bw / 1e9);
 	for (int i = 0; i < b->n_rows; i++) {
 		any_tp |= !strcmp(b->rows[i].kind, "pp") || !strcmp(b->rows[i].kind, "tg");
 		any_st |= !strcmp(b->rows[i].kind, "strategy");
 	}
 	if (any_tp) {
-		printf("\n| %-8s | %5s | %20s | %12s | %8s |\n", "test", "batch",
-		       "tokens/s", "weights GB/s", "roofline");
+		printf("\n| %-8s | %5s | %20s | %12s | %8s | %10s |\n", "test", "batch",
+		       "tokens/s", "weights GB/s", "roofline", "of weights");
 		printf("|----------|------:|---------------------:|-------------:|"
-		       "---------:|\n");
+		       "---------:|-----------:|\n");
 		for (int i = 0; i < b->n_rows; i++) {
 			const struct row *r = &b->rows[i];
-			char tps[64], gb[32] = "", rl[32] = "";
+			char tps[64], gb[32] = "", rl[32] = "", rw[32] = "";
 			if (strcmp(r->kind, "pp") && strcmp(r->kind, "tg"))
 				continue;
 			snprintf(tps, sizeof(tps), "%.2f +- %.2f", r->tps, r->tps_sd);
@@ -839,8 +856,10 @@ static void print_table(struct bench *b)
 				snprintf(gb, sizeof(gb), "%.2f", r->bytes_per_s / 1e9);
 			if (isfinite(r->roofline))
 				snprintf(rl, sizeof(rl), "%.3f", r->roofline);
-			printf("| %-8s | %5d | %20s | %12s | %8s |\n", r->test, r->batch,
-			       tps, gb, rl);
+			if (isfinite(r->roofline_w))
+				snprintf(rw, sizeof(rw), "%.3f", r->roofline_w);
+			printf("| %-8s | %5d | %20s | %12s | %8s | %10s |\n", r->test,
+			       r->batch, tps, gb, rl, rw);
 		}
 	}
 	if (any_st) {
@@ -865,6 +884,38 @@ static void print_table(struct bench *b)
 }
 
 /* ---------------------------------------------------------------- main */
+
+/* The bytes the model's tensors span in the mapped file, 8-byte aligned. */
+static void weights_span(const struct llm_model *m, const char **lo, const char **hi)
+{
+	const char *a = NULL, *z = NULL;
+	const struct llm_tensor *ts[] = { &m->tok_embd, &m->output_norm, &m->output };
+
+	*lo = *hi = NULL;
+	for (int il = -1; il < m->hp.n_layer; il++) {
+		const struct llm_layer *l = il >= 0 ? &m->layers[il] : NULL;
+		const struct llm_tensor *lt[] = {
+			l ? &l->attn_norm : NULL, l ? &l->wq : NULL, l ? &l->wk : NULL,
+			l ? &l->wv : NULL, l ? &l->wo : NULL, l ? &l->bq : NULL,
+			l ? &l->bk : NULL, l ? &l->bv : NULL, l ? &l->ffn_norm : NULL,
+			l ? &l->w_gate : NULL, l ? &l->w_up : NULL, l ? &l->w_down : NULL,
+		};
+		const struct llm_tensor *const *set = l ? lt : ts;
+		int n = l ? 12 : 3;
+		for (int i = 0; i < n; i++) {
+			const char *d = set[i]->data;
+			if (!d)
+				continue;
+			if (!a || d < a)
+				a = d;
+			if (!z || d + set[i]->nbytes > z)
+				z = d + set[i]->nbytes;
+		}
+	}
+	LLM_ASSERT(a && z > a);
+	*lo = (const char *)(((uintptr_t)a + 7) & ~(uintptr_t)7);
+	*hi = (const char *)((uintptr_t)z & ~(uintptr_t)7);
+}
 
 int main(int argc, char **argv)
 {
@@ -904,7 +955,8 @@ int main(int argc, char **argv)
 		if ((rc = llm_bench_membw(o.threads, o.membw_size, 5, &b.membw[0])))
 			goto fail;
 		b.n_membw = 1;
-		row_new(&b, "membw");   /* filled in below */
+		row_new(&b, "membw");   /* bandwidth and weights: filled in below */
+		row_new(&b, "membw");
 	}
 	if (o.throughput && (rc = run_throughput(&b)))
 		goto fail;
@@ -912,6 +964,19 @@ int main(int argc, char **argv)
 		if ((rc = llm_bench_membw(o.threads, o.membw_size, 5, &b.membw[1])))
 			goto fail;
 		b.n_membw = 2;
+	}
+	if (o.membw) {
+		const char *lo, *hi;
+		weights_span(b.m, &lo, &hi);
+		/* after the throughput tests, when decoding has mapped them; a
+		 * model of a few pages per thread is too small to time */
+		if ((uint64_t)(hi - lo) >= 4096ull * o.threads &&
+		    (rc = llm_bench_read_bw(o.threads, lo, (uint64_t)(hi - lo), 5, &b.wbw)))
+			goto fail;
+		struct row *rw = &b.rows[1];
+		snprintf(rw->test, sizeof(rw->test), "weights");
+		rw->reps = b.wbw.reps;
+		rw->bytes_per_s = b.wbw.reps ? b.wbw.best : NAN;
 	}
 	if (o.membw) {
 		struct row *rw = &b.rows[0];
@@ -923,8 +988,11 @@ int main(int argc, char **argv)
 		rw->bytes_per_s = b.bw;
 		/* decode's weight traffic against it */
 		for (int i = 0; i < b.n_rows; i++)
-			if (!strcmp(b.rows[i].kind, "tg"))
+			if (!strcmp(b.rows[i].kind, "tg")) {
 				b.rows[i].roofline = b.rows[i].bytes_per_s / b.bw;
+				if (b.wbw.reps)
+					b.rows[i].roofline_w = b.rows[i].bytes_per_s / b.wbw.best;
+			}
 	}
 	if (o.strategies && (rc = run_strategies(&b)))
 		goto fail;

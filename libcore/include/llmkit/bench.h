@@ -37,6 +37,18 @@ int llm_bench_membw(int n_threads, uint64_t bytes, int reps,
                     struct llm_membw *out);
 
 /*
+ * The same over memory the caller has (8-byte aligned), e.g. a model's
+ * mapped weights: what decoding can read them at.  A first pass, untimed,
+ * faults in the pages and warms the TLBs.
+ *
+ * On a virtual machine the rate depends on where the memory lies (host
+ * pages behind guest pages): two buffers of the same size can read at
+ * rates far apart, so the buffer that matters is worth measuring.
+ */
+int llm_bench_read_bw(int n_threads, const void *buf, uint64_t bytes, int reps,
+                      struct llm_membw *out);
+
+/*
  * Run fn(arg, result, result_size) in a forked child and wait for it.  The
  * child's return value and up to result_size bytes of result come back
  * through a pipe; if fn fails, its error message comes back too and is
