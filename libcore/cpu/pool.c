@@ -142,6 +142,13 @@ void llm_pool_run(struct llm_pool *p, llm_pool_fn fn, void *arg)
 	atomic_fetch_add(&p->gen, 1);
 	wake_all(p);
 	fn(arg, 0, p->n);
-	while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0)
-		cpu_relax();
+	/* a worker still busy has most likely lost its core: after a short
+	 * spin, give ours up rather than burn it */
+	for (int spins = 0;
+	     atomic_load_explicit(&p->pending, memory_order_acquire) > 0; spins++) {
+		if (spins < 4096)
+			cpu_relax();
+		else
+			sched_yield();
+	}
 }
