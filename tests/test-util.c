@@ -22,6 +22,7 @@
 #include <zlib.h>
 
 #if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define HAVE_F16C_TEST 1
 #endif
@@ -760,7 +761,10 @@ END_TEST
 #ifdef HAVE_F16C_TEST
 START_TEST(test_f16_vs_f16c)
 {
-	if (!__builtin_cpu_supports("f16c")) {
+	unsigned eax, ebx, ecx, edx;
+	/* F16C is VEX-encoded: it needs the OS's AVX support too */
+	if (!__builtin_cpu_supports("avx") || !__get_cpuid(1, &eax, &ebx, &ecx, &edx) ||
+	    !(ecx & bit_F16C)) {
 		fprintf(stderr, "test-util: CPU without F16C: hardware check skipped\n");
 		return;
 	}
