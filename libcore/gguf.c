@@ -514,6 +514,42 @@ int llm_gguf_from_memory(struct llm_gguf **out, const void *data, size_t size,
 	return finish_open(g, out);
 }
 
+/* Everything left on fd, in a malloc'd buffer. */
+static int read_fd(int fd, const char *path, unsigned char **out, size_t *size)
+{
+	size_t cap = 1 << 16, n = 0;
+	unsigned char *buf = malloc(cap);
+
+	if (!buf)
+		return llm_error(LLM_ENOMEM, "gguf: %s: out of memory", path);
+	for (;;) {
+		if (n == cap) {
+			unsigned char *nb = cap > SIZE_MAX / 2 ? NULL : realloc(buf, cap * 2);
+			if (!nb) {
+				free(buf);
+				return llm_error(LLM_ENOMEM, "gguf: %s: out of memory", path);
+			}
+			buf = nb;
+			cap *= 2;
+		}
+		ssize_t got = read(fd, buf + n, cap - n);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0) {
+			int rc = llm_error(LLM_EIO, "%s: read failed: %s", path,
+			                   strerror(errno));
+			free(buf);
+			return rc;
+		}
+		if (got == 0)
+			break;
+		n += (size_t)got;
+	}
+	*out = buf;
+	*size = n;
+	return 0;
+}
+
 int llm_gguf_open(struct llm_gguf **out, const char *path)
 {
 	struct stat st;
@@ -536,11 +572,14 @@ int llm_gguf_open(struct llm_gguf **out, const char *path)
 		return rc;
 	}
 	if (!S_ISREG(st.st_mode)) {
-		/* a pipe or a device: read it whole */
-		char *buf;
-		size_t n;
+		/* A pipe or a device: read it whole from this descriptor.  Opening
+		 * the path again would leave a FIFO without a reader for a moment,
+		 * and a writer caught in that moment dies of SIGPIPE. */
+		unsigned char *buf = NULL;
+		size_t n = 0;
+		rc = read_fd(fd, path, &buf, &n);
 		close(fd);
-		if ((rc = llm_read_file(path, &buf, &n)))
+		if (rc)
 			return rc;
 		return llm_gguf_from_memory(out, buf, n, path, true);
 	}
