@@ -1,4 +1,5 @@
 /* util.c - number parsing, atomic output, file reading, clocks. */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -17,6 +18,13 @@
 
 /* ---------------------------------------------------------------- numbers */
 
+/* strto* skip leading white space (and strtoull takes " -1" as 2^64 - 1):
+ * a strict parse refuses it up front. */
+static bool leading_space(const char *s)
+{
+	return isspace((unsigned char)*s);
+}
+
 int llm_parse_i64(const char *what, const char *s, int64_t min, int64_t max,
                   int64_t *out)
 {
@@ -27,7 +35,7 @@ int llm_parse_i64(const char *what, const char *s, int64_t min, int64_t max,
 		return llm_error(LLM_EINVAL, "%s: empty value", what);
 	errno = 0;
 	v = strtoll(s, &end, 10);
-	if (*end || end == s)
+	if (*end || end == s || leading_space(s))
 		return llm_error(LLM_EINVAL, "%s: '%s' is not an integer", what, s);
 	if (errno == ERANGE || v < min || v > max)
 		return llm_error(LLM_EINVAL, "%s: %s is out of range [%lld, %lld]",
@@ -55,7 +63,7 @@ int llm_parse_double(const char *what, const char *s, double min, double max,
 		return llm_error(LLM_EINVAL, "%s: empty value", what);
 	errno = 0;
 	v = strtod(s, &end);
-	if (*end || end == s || isnan(v))
+	if (*end || end == s || isnan(v) || leading_space(s))
 		return llm_error(LLM_EINVAL, "%s: '%s' is not a number", what, s);
 	if (errno == ERANGE || v < min || v > max)
 		return llm_error(LLM_EINVAL, "%s: %s is out of range [%g, %g]",
@@ -69,9 +77,13 @@ int llm_parse_float(const char *what, const char *s, double min, double max,
 {
 	double v;
 	int rc = llm_parse_double(what, s, min, max, &v);
-	if (rc == 0)
-		*out = (float)v;
-	return rc;
+	if (rc)
+		return rc;
+	if (isinf((float)v) && !isinf(v))
+		return llm_error(LLM_EINVAL, "%s: %s is out of range for a float",
+		                 what, s);
+	*out = (float)v;
+	return 0;
 }
 
 int llm_parse_size(const char *what, const char *s, uint64_t *out)
@@ -80,20 +92,23 @@ int llm_parse_size(const char *what, const char *s, uint64_t *out)
 	unsigned long long v;
 	uint64_t mul = 1;
 
-	if (!s || !*s || *s == '-')
+	if (!s || !*s || *s == '-' || leading_space(s))
 		return llm_error(LLM_EINVAL, "%s: '%s' is not a size", what, s ? s : "");
 	errno = 0;
 	v = strtoull(s, &end, 10);
 	if (end == s || errno == ERANGE)
 		return llm_error(LLM_EINVAL, "%s: '%s' is not a size", what, s);
+	/* [KMGT] then "i" and/or "B" (1M, 1Mi, 1MiB, 1MB), or a bare "B" */
 	switch (*end) {
 	case 'k': case 'K': mul = 1ull << 10; end++; break;
 	case 'm': case 'M': mul = 1ull << 20; end++; break;
 	case 'g': case 'G': mul = 1ull << 30; end++; break;
 	case 't': case 'T': mul = 1ull << 40; end++; break;
 	}
-	if (*end == 'i' || *end == 'B')
-		end += (*end == 'i' && end[1] == 'B') ? 2 : 1;
+	if (mul > 1 && *end == 'i')
+		end++;
+	if (*end == 'B')
+		end++;
 	if (*end || (v && mul > UINT64_MAX / v))
 		return llm_error(LLM_EINVAL, "%s: '%s' is not a size", what, s);
 	*out = v * mul;
