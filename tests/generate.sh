@@ -88,8 +88,8 @@ rc=$?
 [ "$rc" -eq 0 ] && [ "$(wc -l < "$tmp/chat")" -eq 3 ] && ok "chat: 3 replies" ||
 	fail "chat: exit $rc, $(wc -l < "$tmp/chat") lines: $(cat "$tmp/chat.err")"
 # the first reply is what a plain run of the same formatted prompt gives
-first=$("$gen" -m "$model" --special --temp 0 -n 12 --no-bos \
-	-p "$(printf '<|im_start|>user\nHello there<|im_end|>\n<|im_start|>assistant\n')")
+printf '<|im_start|>user\nHello there<|im_end|>\n<|im_start|>assistant\n' > "$tmp/chatml"
+first=$("$gen" -m "$model" --special --temp 0 -n 12 -f "$tmp/chatml")
 [ "$(head -1 "$tmp/chat")" = "$first" ] && ok "chat reply == formatted prompt" ||
 	fail "chat reply '$(head -1 "$tmp/chat")' != '$first'"
 # after /reset the conversation starts over: same reply as a fresh chat
