@@ -250,81 +250,89 @@ AVX512 static inline __m512 ld16_bf16(const void *w, int64_t i, __mmask16 m)
 }
 
 /*
- * 4 rows x 4 tokens of accumulators (16 of 32 zmm registers).  The n_in
- * tail is a masked load, so there is no scalar remainder.
+ * One weight row at a time, read front to back: a single sequential stream
+ * is what the hardware prefetchers follow best (interleaving four rows ran
+ * at 60% of the bandwidth one row reaches on the machines we measured).
+ * One token: four accumulators over 64 elements per iteration.  Several
+ * tokens: each weight vector loaded feeds up to four tokens, two
+ * accumulators each.  Tails are masked loads.
  */
+#define M16(i, n) ((n) - (i) >= 16 ? (__mmask16)0xffff \
+                                   : (__mmask16)((1u << ((n) - (i))) - 1))
+
+/* NT tokens (a constant after inlining, so the accumulators stay in
+ * registers) against one weight row. */
+#define AVX512_MULTI(NAME, LD)                                                \
+AVX512 static inline __attribute__((always_inline)) void                      \
+NAME(const char *wr, int64_t n_in, const float *xt, int64_t ldx, const int NT, \
+     float *yt, int64_t ldy)                                                  \
+{                                                                             \
+	int64_t n32 = n_in & ~(int64_t)31, i = 0;                             \
+	__m512 c[8];                                                          \
+	for (int k = 0; k < 2 * NT; k++)                                      \
+		c[k] = _mm512_setzero_ps();                                   \
+	for (; i < n32; i += 32) {                                            \
+		__m512 q0 = LD(wr, i, 0xffff), q1 = LD(wr, i + 16, 0xffff);   \
+		for (int k = 0; k < NT; k++) {                                \
+			c[2 * k] = _mm512_fmadd_ps(q0,                        \
+			        _mm512_loadu_ps(xt + k * ldx + i), c[2 * k]); \
+			c[2 * k + 1] = _mm512_fmadd_ps(q1,                    \
+			        _mm512_loadu_ps(xt + k * ldx + i + 16),       \
+			        c[2 * k + 1]);                                \
+		}                                                             \
+	}                                                                     \
+	for (; i < n_in; i += 16) {                                           \
+		__mmask16 m = M16(i, n_in);                                   \
+		__m512 q0 = LD(wr, i, m);                                     \
+		for (int k = 0; k < NT; k++)                                  \
+			c[2 * k] = _mm512_fmadd_ps(q0, _mm512_maskz_loadu_ps(m, \
+			        xt + k * ldx + i), c[2 * k]);                 \
+	}                                                                     \
+	for (int k = 0; k < NT; k++)                                          \
+		yt[k * ldy] = _mm512_reduce_add_ps(_mm512_add_ps(c[2 * k],    \
+		                                                 c[2 * k + 1])); \
+}
+
 #define AVX512_ROWS(NAME, LD)                                                 \
+AVX512_MULTI(NAME##_multi, LD)                                                \
 AVX512 static void NAME(const void *w, size_t row_bytes, int64_t n_in,        \
                         int64_t r0, int64_t r1, const float *x, int64_t ldx,  \
                         int n_tok, float *y, int64_t ldy)                     \
 {                                                                             \
-	int64_t r = r0;                                                       \
-	for (; r + 4 <= r1; r += 4) {                                         \
-		const char *w0 = (const char *)w + r * row_bytes;             \
-		const char *w1 = w0 + row_bytes, *w2 = w1 + row_bytes,        \
-		           *w3 = w2 + row_bytes;                              \
-		for (int t = 0; t < n_tok; t += 4) {                          \
-			int nt = n_tok - t < 4 ? n_tok - t : 4;               \
-			const float *x0 = x + t * ldx;                        \
-			const float *x1 = nt > 1 ? x0 + ldx : x0;             \
-			const float *x2 = nt > 2 ? x0 + 2 * ldx : x0;         \
-			const float *x3 = nt > 3 ? x0 + 3 * ldx : x0;         \
-			__m512 c[16];                                         \
-			for (int k = 0; k < 16; k++)                          \
-				c[k] = _mm512_setzero_ps();                   \
-			for (int64_t i = 0; i < n_in; i += 16) {              \
-				__mmask16 m = n_in - i >= 16 ? 0xffff :       \
-				        (__mmask16)((1u << (n_in - i)) - 1);  \
-				__m512 q0 = LD(w0, i, m), q1 = LD(w1, i, m),  \
-				       q2 = LD(w2, i, m), q3 = LD(w3, i, m);  \
-				__m512 v = _mm512_maskz_loadu_ps(m, x0 + i);  \
-				c[0] = _mm512_fmadd_ps(q0, v, c[0]);          \
-				c[1] = _mm512_fmadd_ps(q1, v, c[1]);          \
-				c[2] = _mm512_fmadd_ps(q2, v, c[2]);          \
-				c[3] = _mm512_fmadd_ps(q3, v, c[3]);          \
-				if (nt > 1) {                                 \
-				v = _mm512_maskz_loadu_ps(m, x1 + i);         \
-				c[4] = _mm512_fmadd_ps(q0, v, c[4]);          \
-				c[5] = _mm512_fmadd_ps(q1, v, c[5]);          \
-				c[6] = _mm512_fmadd_ps(q2, v, c[6]);          \
-				c[7] = _mm512_fmadd_ps(q3, v, c[7]);          \
-				}                                             \
-				if (nt > 2) {                                 \
-				v = _mm512_maskz_loadu_ps(m, x2 + i);         \
-				c[8] = _mm512_fmadd_ps(q0, v, c[8]);          \
-				c[9] = _mm512_fmadd_ps(q1, v, c[9]);          \
-				c[10] = _mm512_fmadd_ps(q2, v, c[10]);        \
-				c[11] = _mm512_fmadd_ps(q3, v, c[11]);        \
-				}                                             \
-				if (nt > 3) {                                 \
-				v = _mm512_maskz_loadu_ps(m, x3 + i);         \
-				c[12] = _mm512_fmadd_ps(q0, v, c[12]);        \
-				c[13] = _mm512_fmadd_ps(q1, v, c[13]);        \
-				c[14] = _mm512_fmadd_ps(q2, v, c[14]);        \
-				c[15] = _mm512_fmadd_ps(q3, v, c[15]);        \
-				}                                             \
-			}                                                     \
-			for (int k = 0; k < nt; k++) {                        \
-				float *yt = y + (t + k) * ldy + r;            \
-				yt[0] = _mm512_reduce_add_ps(c[4 * k]);       \
-				yt[1] = _mm512_reduce_add_ps(c[4 * k + 1]);   \
-				yt[2] = _mm512_reduce_add_ps(c[4 * k + 2]);   \
-				yt[3] = _mm512_reduce_add_ps(c[4 * k + 3]);   \
-			}                                                     \
-		}                                                             \
-	}                                                                     \
-	for (; r < r1; r++) {                                                 \
+	int64_t n64 = n_in & ~(int64_t)63;                                    \
+	for (int64_t r = r0; r < r1; r++) {                                   \
 		const char *wr = (const char *)w + r * row_bytes;             \
-		for (int t = 0; t < n_tok; t++) {                             \
-			const float *xt = x + t * ldx;                        \
-			__m512 a = _mm512_setzero_ps();                       \
-			for (int64_t i = 0; i < n_in; i += 16) {              \
-				__mmask16 m = n_in - i >= 16 ? 0xffff :       \
-				        (__mmask16)((1u << (n_in - i)) - 1);  \
-				a = _mm512_fmadd_ps(LD(wr, i, m),             \
-				        _mm512_maskz_loadu_ps(m, xt + i), a); \
+		if (n_tok == 1) {                                             \
+			__m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0; \
+			int64_t i = 0;                                        \
+			for (; i < n64; i += 64) {                            \
+				a0 = _mm512_fmadd_ps(LD(wr, i, 0xffff),       \
+				        _mm512_loadu_ps(x + i), a0);          \
+				a1 = _mm512_fmadd_ps(LD(wr, i + 16, 0xffff),  \
+				        _mm512_loadu_ps(x + i + 16), a1);     \
+				a2 = _mm512_fmadd_ps(LD(wr, i + 32, 0xffff),  \
+				        _mm512_loadu_ps(x + i + 32), a2);     \
+				a3 = _mm512_fmadd_ps(LD(wr, i + 48, 0xffff),  \
+				        _mm512_loadu_ps(x + i + 48), a3);     \
 			}                                                     \
-			y[t * ldy + r] = _mm512_reduce_add_ps(a);             \
+			for (; i < n_in; i += 16) {                           \
+				__mmask16 m = M16(i, n_in);                   \
+				a0 = _mm512_fmadd_ps(LD(wr, i, m),            \
+				        _mm512_maskz_loadu_ps(m, x + i), a0); \
+			}                                                     \
+			y[r] = _mm512_reduce_add_ps(_mm512_add_ps(            \
+			        _mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3))); \
+			continue;                                             \
+		}                                                             \
+		for (int t = 0; t < n_tok; t += 4) {                          \
+			const float *xt = x + t * ldx;                        \
+			float *yt = y + t * ldy + r;                          \
+			switch (n_tok - t) {                                  \
+			case 1: NAME##_multi(wr, n_in, xt, ldx, 1, yt, ldy); break; \
+			case 2: NAME##_multi(wr, n_in, xt, ldx, 2, yt, ldy); break; \
+			case 3: NAME##_multi(wr, n_in, xt, ldx, 3, yt, ldy); break; \
+			default: NAME##_multi(wr, n_in, xt, ldx, 4, yt, ldy); break; \
+			}                                                     \
 		}                                                             \
 	}                                                                     \
 }
