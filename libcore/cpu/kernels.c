@@ -110,74 +110,84 @@ AVX2 static inline float hsum8(__m256 v)
 }
 
 /*
- * 4 rows x 2 tokens of accumulators (8 of 16 ymm registers); the tail of
- * n_in (not a multiple of 8) and leftover rows/tokens fall back to scalar
- * arithmetic on the same loads.
+ * As the AVX-512 kernels below (which explain the shape): one row at a
+ * time, four accumulators for one token, two per token for up to four.
+ * The n_in tail that is not a multiple of 8 is done in scalar arithmetic.
  */
+#define AVX2_MULTI(NAME, LD, SLOAD)                                           \
+AVX2 static inline __attribute__((always_inline)) void                        \
+NAME(const char *wr, int64_t n_in, const float *xt, int64_t ldx, const int NT, \
+     float *yt, int64_t ldy)                                                  \
+{                                                                             \
+	int64_t n16 = n_in & ~(int64_t)15, n8 = n_in & ~(int64_t)7, i = 0;    \
+	__m256 c[8];                                                          \
+	for (int k = 0; k < 2 * NT; k++)                                      \
+		c[k] = _mm256_setzero_ps();                                   \
+	for (; i < n16; i += 16) {                                            \
+		__m256 q0 = LD(wr, i), q1 = LD(wr, i + 8);                    \
+		for (int k = 0; k < NT; k++) {                                \
+			c[2 * k] = _mm256_fmadd_ps(q0,                        \
+			        _mm256_loadu_ps(xt + k * ldx + i), c[2 * k]); \
+			c[2 * k + 1] = _mm256_fmadd_ps(q1,                    \
+			        _mm256_loadu_ps(xt + k * ldx + i + 8),        \
+			        c[2 * k + 1]);                                \
+		}                                                             \
+	}                                                                     \
+	for (; i < n8; i += 8) {                                              \
+		__m256 q0 = LD(wr, i);                                        \
+		for (int k = 0; k < NT; k++)                                  \
+			c[2 * k] = _mm256_fmadd_ps(q0,                        \
+			        _mm256_loadu_ps(xt + k * ldx + i), c[2 * k]); \
+	}                                                                     \
+	for (int k = 0; k < NT; k++) {                                        \
+		float s = hsum8(_mm256_add_ps(c[2 * k], c[2 * k + 1]));       \
+		for (int64_t j = n8; j < n_in; j++)                           \
+			s += SLOAD(wr, j) * xt[k * ldx + j];                  \
+		yt[k * ldy] = s;                                              \
+	}                                                                     \
+}
+
 #define AVX2_ROWS(NAME, LD, SLOAD)                                            \
+AVX2_MULTI(NAME##_multi, LD, SLOAD)                                           \
 AVX2 static void NAME(const void *w, size_t row_bytes, int64_t n_in,          \
                       int64_t r0, int64_t r1, const float *x, int64_t ldx,    \
                       int n_tok, float *y, int64_t ldy)                       \
 {                                                                             \
-	int64_t n8 = n_in & ~(int64_t)7;                                      \
-	int64_t r = r0;                                                       \
-	for (; r + 4 <= r1; r += 4) {                                         \
-		const char *w0 = (const char *)w + r * row_bytes;             \
-		const char *w1 = w0 + row_bytes, *w2 = w1 + row_bytes,        \
-		           *w3 = w2 + row_bytes;                              \
-		int t = 0;                                                    \
-		for (; t < n_tok; t += 2) {                                   \
-			int two = t + 1 < n_tok;                              \
-			const float *xa = x + t * ldx;                        \
-			const float *xb = two ? xa + ldx : xa;                \
-			__m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0,    \
-			       a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;   \
-			for (int64_t i = 0; i < n8; i += 8) {                 \
-				__m256 va = _mm256_loadu_ps(xa + i);          \
-				__m256 vb = _mm256_loadu_ps(xb + i);          \
-				__m256 q0 = LD(w0, i), q1 = LD(w1, i),        \
-				       q2 = LD(w2, i), q3 = LD(w3, i);        \
-				a0 = _mm256_fmadd_ps(q0, va, a0);             \
-				a1 = _mm256_fmadd_ps(q1, va, a1);             \
-				a2 = _mm256_fmadd_ps(q2, va, a2);             \
-				a3 = _mm256_fmadd_ps(q3, va, a3);             \
-				b0 = _mm256_fmadd_ps(q0, vb, b0);             \
-				b1 = _mm256_fmadd_ps(q1, vb, b1);             \
-				b2 = _mm256_fmadd_ps(q2, vb, b2);             \
-				b3 = _mm256_fmadd_ps(q3, vb, b3);             \
-			}                                                     \
-			float s[8] = { hsum8(a0), hsum8(a1), hsum8(a2),       \
-			               hsum8(a3), hsum8(b0), hsum8(b1),       \
-			               hsum8(b2), hsum8(b3) };                \
-			for (int64_t i = n8; i < n_in; i++) {                 \
-				float f0 = SLOAD(w0, i), f1 = SLOAD(w1, i),   \
-				      f2 = SLOAD(w2, i), f3 = SLOAD(w3, i);   \
-				s[0] += f0 * xa[i]; s[1] += f1 * xa[i];       \
-				s[2] += f2 * xa[i]; s[3] += f3 * xa[i];       \
-				s[4] += f0 * xb[i]; s[5] += f1 * xb[i];       \
-				s[6] += f2 * xb[i]; s[7] += f3 * xb[i];       \
-			}                                                     \
-			float *ya = y + t * ldy + r;                          \
-			ya[0] = s[0]; ya[1] = s[1]; ya[2] = s[2]; ya[3] = s[3]; \
-			if (two) {                                            \
-				float *yb = ya + ldy;                         \
-				yb[0] = s[4]; yb[1] = s[5];                   \
-				yb[2] = s[6]; yb[3] = s[7];                   \
-			}                                                     \
-		}                                                             \
-	}                                                                     \
-	for (; r < r1; r++) {                                                 \
+	int64_t n32 = n_in & ~(int64_t)31, n8 = n_in & ~(int64_t)7;           \
+	for (int64_t r = r0; r < r1; r++) {                                   \
 		const char *wr = (const char *)w + r * row_bytes;             \
-		for (int t = 0; t < n_tok; t++) {                             \
+		if (n_tok == 1) {                                             \
+			__m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0; \
+			int64_t i = 0;                                        \
+			for (; i < n32; i += 32) {                            \
+				a0 = _mm256_fmadd_ps(LD(wr, i),               \
+				        _mm256_loadu_ps(x + i), a0);          \
+				a1 = _mm256_fmadd_ps(LD(wr, i + 8),           \
+				        _mm256_loadu_ps(x + i + 8), a1);      \
+				a2 = _mm256_fmadd_ps(LD(wr, i + 16),          \
+				        _mm256_loadu_ps(x + i + 16), a2);     \
+				a3 = _mm256_fmadd_ps(LD(wr, i + 24),          \
+				        _mm256_loadu_ps(x + i + 24), a3);     \
+			}                                                     \
+			for (; i < n8; i += 8)                                \
+				a0 = _mm256_fmadd_ps(LD(wr, i),               \
+				        _mm256_loadu_ps(x + i), a0);          \
+			float s = hsum8(_mm256_add_ps(_mm256_add_ps(a0, a1),  \
+			                              _mm256_add_ps(a2, a3))); \
+			for (; i < n_in; i++)                                 \
+				s += SLOAD(wr, i) * x[i];                     \
+			y[r] = s;                                             \
+			continue;                                             \
+		}                                                             \
+		for (int t = 0; t < n_tok; t += 4) {                          \
 			const float *xt = x + t * ldx;                        \
-			__m256 a = _mm256_setzero_ps();                       \
-			for (int64_t i = 0; i < n8; i += 8)                   \
-				a = _mm256_fmadd_ps(LD(wr, i),                \
-				                    _mm256_loadu_ps(xt + i), a);  \
-			float s = hsum8(a);                                   \
-			for (int64_t i = n8; i < n_in; i++)                   \
-				s += SLOAD(wr, i) * xt[i];                    \
-			y[t * ldy + r] = s;                                   \
+			float *yt = y + t * ldy + r;                          \
+			switch (n_tok - t) {                                  \
+			case 1: NAME##_multi(wr, n_in, xt, ldx, 1, yt, ldy); break; \
+			case 2: NAME##_multi(wr, n_in, xt, ldx, 2, yt, ldy); break; \
+			case 3: NAME##_multi(wr, n_in, xt, ldx, 3, yt, ldy); break; \
+			default: NAME##_multi(wr, n_in, xt, ldx, 4, yt, ldy); break; \
+			}                                                     \
 		}                                                             \
 	}                                                                     \
 }
