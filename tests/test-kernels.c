@@ -189,7 +189,7 @@ START_TEST(matmul_paths_agree)
 {
 	/* the rows-kernel path and the BLAS path give the same product */
 	struct llm_backend *be;
-	int n_in = 96, n_out = 70, n = 12;
+	int n_in = 96, n_out = 70, n = 40;   /* >= BLAS_MIN_TOKENS */
 	unsigned seed = 5;
 	static const int dtypes[] = { LLM_F32, LLM_F16, LLM_BF16 };
 	ck_assert_int_eq(llm_backend_cpu_init(&be, 2), 0);
@@ -206,7 +206,7 @@ START_TEST(matmul_paths_agree)
 		for (int r = 0; r < n_out; r++)
 			llm_dtype_traits(dt)->from_float(wf + r * n_in, w + r * rb, n_in);
 		struct llm_tensor t = { "w", dt, 2, { n_in, n_out, 1, 1 }, rb * n_out, w };
-		be->ops->matmul(be, &t, x, y, n);          /* n = 12: BLAS */
+		be->ops->matmul(be, &t, x, y, n);          /* BLAS */
 		for (int i = 0; i < n; i++) {
 			float y1[70];
 			be->ops->matmul(be, &t, x + i * n_in, y1, 1);   /* rows kernel */

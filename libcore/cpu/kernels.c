@@ -121,11 +121,11 @@ NAME(const char *wr, int64_t n_in, const float *xt, int64_t ldx, const int NT, \
 {                                                                             \
 	int64_t n16 = n_in & ~(int64_t)15, n8 = n_in & ~(int64_t)7, i = 0;    \
 	__m256 c[8];                                                          \
-	for (int k = 0; k < 2 * NT; k++)                                      \
+	_Pragma("GCC unroll 8") for (int k = 0; k < 2 * NT; k++)                                      \
 		c[k] = _mm256_setzero_ps();                                   \
 	for (; i < n16; i += 16) {                                            \
 		__m256 q0 = LD(wr, i), q1 = LD(wr, i + 8);                    \
-		for (int k = 0; k < NT; k++) {                                \
+		_Pragma("GCC unroll 8") for (int k = 0; k < NT; k++) {                                \
 			c[2 * k] = _mm256_fmadd_ps(q0,                        \
 			        _mm256_loadu_ps(xt + k * ldx + i), c[2 * k]); \
 			c[2 * k + 1] = _mm256_fmadd_ps(q1,                    \
@@ -135,11 +135,11 @@ NAME(const char *wr, int64_t n_in, const float *xt, int64_t ldx, const int NT, \
 	}                                                                     \
 	for (; i < n8; i += 8) {                                              \
 		__m256 q0 = LD(wr, i);                                        \
-		for (int k = 0; k < NT; k++)                                  \
+		_Pragma("GCC unroll 8") for (int k = 0; k < NT; k++)                                  \
 			c[2 * k] = _mm256_fmadd_ps(q0,                        \
 			        _mm256_loadu_ps(xt + k * ldx + i), c[2 * k]); \
 	}                                                                     \
-	for (int k = 0; k < NT; k++) {                                        \
+	_Pragma("GCC unroll 8") for (int k = 0; k < NT; k++) {                                        \
 		float s = hsum8(_mm256_add_ps(c[2 * k], c[2 * k + 1]));       \
 		for (int64_t j = n8; j < n_in; j++)                           \
 			s += SLOAD(wr, j) * xt[k * ldx + j];                  \
@@ -279,11 +279,11 @@ NAME(const char *wr, int64_t n_in, const float *xt, int64_t ldx, const int NT, \
 {                                                                             \
 	int64_t n32 = n_in & ~(int64_t)31, i = 0;                             \
 	__m512 c[8];                                                          \
-	for (int k = 0; k < 2 * NT; k++)                                      \
+	_Pragma("GCC unroll 8") for (int k = 0; k < 2 * NT; k++)                                      \
 		c[k] = _mm512_setzero_ps();                                   \
 	for (; i < n32; i += 32) {                                            \
 		__m512 q0 = LD(wr, i, 0xffff), q1 = LD(wr, i + 16, 0xffff);   \
-		for (int k = 0; k < NT; k++) {                                \
+		_Pragma("GCC unroll 8") for (int k = 0; k < NT; k++) {                                \
 			c[2 * k] = _mm512_fmadd_ps(q0,                        \
 			        _mm512_loadu_ps(xt + k * ldx + i), c[2 * k]); \
 			c[2 * k + 1] = _mm512_fmadd_ps(q1,                    \
@@ -294,17 +294,47 @@ NAME(const char *wr, int64_t n_in, const float *xt, int64_t ldx, const int NT, \
 	for (; i < n_in; i += 16) {                                           \
 		__mmask16 m = M16(i, n_in);                                   \
 		__m512 q0 = LD(wr, i, m);                                     \
-		for (int k = 0; k < NT; k++)                                  \
+		_Pragma("GCC unroll 8") for (int k = 0; k < NT; k++)                                  \
 			c[2 * k] = _mm512_fmadd_ps(q0, _mm512_maskz_loadu_ps(m, \
 			        xt + k * ldx + i), c[2 * k]);                 \
 	}                                                                     \
-	for (int k = 0; k < NT; k++)                                          \
+	_Pragma("GCC unroll 8") for (int k = 0; k < NT; k++)                                          \
 		yt[k * ldy] = _mm512_reduce_add_ps(_mm512_add_ps(c[2 * k],    \
 		                                                 c[2 * k + 1])); \
 }
 
+/* Four weight rows against NT tokens (NT <= 4): 4 x NT accumulators, each
+ * weight vector loaded feeding NT FMAs and each token vector four. */
+#define AVX512_BLOCK4(NAME, LD)                                               \
+AVX512 static inline __attribute__((always_inline)) void                      \
+NAME(const char *w0, size_t rb, int64_t n_in, const float *xt, int64_t ldx,   \
+     const int NT, float *yt, int64_t ldy)                                    \
+{                                                                             \
+	__m512 c[4][4];                                                       \
+	_Pragma("GCC unroll 8") for (int j = 0; j < 4; j++)                                           \
+		_Pragma("GCC unroll 8") for (int k = 0; k < NT; k++)                                  \
+			c[j][k] = _mm512_setzero_ps();                        \
+	for (int64_t i = 0; i < n_in; i += 16) {                              \
+		__mmask16 m = M16(i, n_in);                                   \
+		__m512 q[4];                                                  \
+		_Pragma("GCC unroll 8") for (int j = 0; j < 4; j++) {                                 \
+			_mm_prefetch(w0 + (j + 4) * rb + i * (rb / n_in), _MM_HINT_T0); \
+			q[j] = LD(w0 + j * rb, i, m);                         \
+		}                                                             \
+		_Pragma("GCC unroll 8") for (int k = 0; k < NT; k++) {                                \
+			__m512 v = _mm512_maskz_loadu_ps(m, xt + k * ldx + i); \
+			_Pragma("GCC unroll 8") for (int j = 0; j < 4; j++)                           \
+				c[j][k] = _mm512_fmadd_ps(q[j], v, c[j][k]);  \
+		}                                                             \
+	}                                                                     \
+	_Pragma("GCC unroll 8") for (int k = 0; k < NT; k++)                                          \
+		_Pragma("GCC unroll 8") for (int j = 0; j < 4; j++)                                   \
+			yt[k * ldy + j] = _mm512_reduce_add_ps(c[j][k]);      \
+}
+
 #define AVX512_ROWS(NAME, LD)                                                 \
 AVX512_MULTI(NAME##_multi, LD)                                                \
+AVX512_BLOCK4(NAME##_block4, LD)                                              \
 AVX512 static void NAME(const void *w, size_t row_bytes, int64_t n_in,        \
                         int64_t r0, int64_t r1, const float *x, int64_t ldx,  \
                         int n_tok, float *y, int64_t ldy)                     \
@@ -332,6 +362,21 @@ AVX512 static void NAME(const void *w, size_t row_bytes, int64_t n_in,        \
 			}                                                     \
 			y[r] = _mm512_reduce_add_ps(_mm512_add_ps(            \
 			        _mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3))); \
+			continue;                                             \
+		}                                                             \
+		if (r + 4 <= r1) {                                            \
+			/* several tokens: four rows at a time, compute-bound */ \
+			for (int t = 0; t < n_tok; t += 4) {                  \
+				const float *xt = x + t * ldx;                \
+				float *yt = y + t * ldy + r;                  \
+				switch (n_tok - t) {                          \
+				case 1: NAME##_block4(wr, row_bytes, n_in, xt, ldx, 1, yt, ldy); break; \
+				case 2: NAME##_block4(wr, row_bytes, n_in, xt, ldx, 2, yt, ldy); break; \
+				case 3: NAME##_block4(wr, row_bytes, n_in, xt, ldx, 3, yt, ldy); break; \
+				default: NAME##_block4(wr, row_bytes, n_in, xt, ldx, 4, yt, ldy); break; \
+				}                                             \
+			}                                                     \
+			r += 3;                                               \
 			continue;                                             \
 		}                                                             \
 		for (int t = 0; t < n_tok; t += 4) {                          \
