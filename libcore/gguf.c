@@ -514,97 +514,26 @@ int llm_gguf_from_memory(struct llm_gguf **out, const void *data, size_t size,
 	return finish_open(g, out);
 }
 
-/* Everything left on fd, in a malloc'd buffer. */
-static int read_fd(int fd, const char *path, unsigned char **out, size_t *size)
-{
-	size_t cap = 1 << 16, n = 0;
-	unsigned char *buf = malloc(cap);
-
-	if (!buf)
-		return llm_error(LLM_ENOMEM, "gguf: %s: out of memory", path);
-	for (;;) {
-		if (n == cap) {
-			unsigned char *nb = cap > SIZE_MAX / 2 ? NULL : realloc(buf, cap * 2);
-			if (!nb) {
-				free(buf);
-				return llm_error(LLM_ENOMEM, "gguf: %s: out of memory", path);
-			}
-			buf = nb;
-			cap *= 2;
-		}
-		ssize_t got = read(fd, buf + n, cap - n);
-		if (got < 0 && errno == EINTR)
-			continue;
-		if (got < 0) {
-			int rc = llm_error(LLM_EIO, "%s: read failed: %s", path,
-			                   strerror(errno));
-			free(buf);
-			return rc;
-		}
-		if (got == 0)
-			break;
-		n += (size_t)got;
-	}
-	*out = buf;
-	*size = n;
-	return 0;
-}
-
 int llm_gguf_open(struct llm_gguf **out, const char *path)
 {
-	struct stat st;
-	int fd, rc;
+	struct llm_map m;
+	int rc = llm_map_file(&m, path, true);
 
-	if (!strcmp(path, "-")) {
-		char *buf;
-		size_t n;
-		if ((rc = llm_read_file("-", &buf, &n)))
-			return rc;
-		return llm_gguf_from_memory(out, buf, n, "standard input", true);
-	}
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return llm_error(errno == ENOENT ? LLM_ENOTFOUND : LLM_EIO, "%s: %s", path,
-		                 strerror(errno));
-	if (fstat(fd, &st) != 0) {
-		rc = llm_error(LLM_EIO, "%s: %s", path, strerror(errno));
-		close(fd);
+	if (rc)
 		return rc;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		/* A pipe or a device: read it whole from this descriptor.  Opening
-		 * the path again would leave a FIFO without a reader for a moment,
-		 * and a writer caught in that moment dies of SIGPIPE. */
-		unsigned char *buf = NULL;
-		size_t n = 0;
-		rc = read_fd(fd, path, &buf, &n);
-		close(fd);
-		if (rc)
-			return rc;
-		return llm_gguf_from_memory(out, buf, n, path, true);
-	}
+	if (!m.mapped && m.data)   /* a pipe: the buffer becomes the gguf's */
+		return llm_gguf_from_memory(out, m.data, m.size,
+		                            strcmp(path, "-") ? path : "standard input",
+		                            true);
 	struct llm_gguf *g = calloc(1, sizeof(*g));
 	if (!g || !(g->path = strdup(path))) {
 		free(g);
-		close(fd);
+		llm_unmap(&m);
 		return llm_error(LLM_ENOMEM, "gguf: %s: out of memory", path);
 	}
-	g->size = (size_t)st.st_size;
-	if (g->size) {
-		void *m = mmap(NULL, g->size, PROT_READ, MAP_PRIVATE, fd, 0);
-		if (m == MAP_FAILED) {
-			rc = llm_error(LLM_EIO, "%s: mmap: %s", path, strerror(errno));
-			close(fd);
-			free(g->path);
-			free(g);
-			return rc;
-		}
-		g->buf = m;
-		g->mapped = true;
-	} else {
-		g->buf = (const unsigned char *)"";
-	}
-	close(fd);
+	g->buf = m.data ? m.data : (const unsigned char *)"";
+	g->size = m.size;
+	g->mapped = m.data != NULL;
 	return finish_open(g, out);
 }
 

@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -224,6 +225,89 @@ bool llm_same_file(const char *a, const char *b)
 }
 
 /* ---------------------------------------------------------------- input */
+
+static int read_fd(int fd, const char *path, unsigned char **out, size_t *size)
+{
+	size_t cap = 1 << 16, n = 0;
+	unsigned char *buf = malloc(cap);
+
+	if (!buf)
+		return llm_error(LLM_ENOMEM, "%s: out of memory", path);
+	for (;;) {
+		if (n == cap) {
+			unsigned char *nb = cap > SIZE_MAX / 2 ? NULL : realloc(buf, cap * 2);
+			if (!nb) {
+				free(buf);
+				return llm_error(LLM_ENOMEM, "%s: out of memory", path);
+			}
+			buf = nb;
+			cap *= 2;
+		}
+		ssize_t got = read(fd, buf + n, cap - n);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0) {
+			int rc = llm_error(LLM_EIO, "%s: read failed: %s", path,
+			                   strerror(errno));
+			free(buf);
+			return rc;
+		}
+		if (got == 0)
+			break;
+		n += (size_t)got;
+	}
+	*out = buf;
+	*size = n;
+	return 0;
+}
+
+int llm_map_file(struct llm_map *m, const char *path, bool streams)
+{
+	struct stat st;
+	bool is_stdin = !strcmp(path, "-");
+	int fd, rc = 0;
+
+	memset(m, 0, sizeof(*m));
+	if (is_stdin && !streams)
+		return llm_error(LLM_EIO, "standard input: a file is needed here");
+	fd = is_stdin ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return llm_error(errno == ENOENT ? LLM_ENOTFOUND : LLM_EIO, "%s: %s", path,
+		                 strerror(errno));
+	if (fstat(fd, &st) != 0) {
+		rc = llm_error(LLM_EIO, "%s: %s", path, strerror(errno));
+	} else if (S_ISDIR(st.st_mode)) {
+		rc = llm_error(LLM_EIO, "%s: is a directory", path);
+	} else if (!S_ISREG(st.st_mode) || is_stdin) {
+		unsigned char *buf = NULL;
+		if (!streams)
+			rc = llm_error(LLM_EIO, "%s: not a regular file", path);
+		else if ((rc = read_fd(fd, is_stdin ? "standard input" : path, &buf,
+		                       &m->size)) == 0)
+			m->data = buf;
+	} else if (st.st_size > 0) {
+		void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+		if (p == MAP_FAILED) {
+			rc = llm_error(LLM_EIO, "%s: mmap: %s", path, strerror(errno));
+		} else {
+			m->data = p;
+			m->size = (size_t)st.st_size;
+			m->mapped = true;
+		}
+	}
+	if (!is_stdin)
+		close(fd);
+	return rc;
+}
+
+void llm_unmap(struct llm_map *m)
+{
+	if (m->mapped)
+		munmap((void *)m->data, m->size);
+	else
+		free((void *)m->data);
+	memset(m, 0, sizeof(*m));
+}
 
 static int read_stream(FILE *f, const char *name, char **data, size_t *size)
 {
