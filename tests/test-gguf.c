@@ -26,6 +26,7 @@
 #include "llmkit/error.h"
 #include "llmkit/gguf.h"
 #include "llmkit/util.h"
+#include "testutil.h"
 
 static char model_path[4096];
 static bool have_model;
@@ -1390,10 +1391,7 @@ int main(void)
 		fprintf(stderr, "test-gguf: %s not found: model tests skipped\n",
 		        model_path);
 
-	SRunner *sr = srunner_create(gguf_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
+	int failed = test_run(gguf_suite());
 	if (failed)
 		return EXIT_FAILURE;
 	return have_model ? EXIT_SUCCESS : 77;

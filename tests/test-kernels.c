@@ -12,6 +12,7 @@
 #include "llmkit/model.h"
 #include "llmkit/tensor.h"
 #include "cpu/kernels.h"
+#include "testutil.h"
 
 static float frand(unsigned *s)
 {
@@ -237,9 +238,6 @@ int main(void)
 	tcase_add_test(tc, rope_rotates_pairs);
 	tcase_add_test(tc, matmul_paths_agree);
 	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
+	int failed = test_run(s);
 	return failed ? 1 : 0;
 }

@@ -30,6 +30,7 @@
 #include "llmkit/error.h"
 #include "llmkit/tensor.h"
 #include "llmkit/util.h"
+#include "testutil.h"
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -939,9 +940,6 @@ static Suite *util_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(util_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
+	int failed = test_run(util_suite());
 	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
