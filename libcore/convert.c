@@ -78,44 +78,6 @@ static json_t *load_json(const char *path)
 	return j;
 }
 
-struct cv_map {
-	void *p;
-	size_t n;
-};
-
-static int map_file(const char *path, struct cv_map *m)
-{
-	struct stat sb;
-	int fd = open(path, O_RDONLY | O_CLOEXEC), rc = 0;
-
-	m->p = NULL;
-	m->n = 0;
-	if (fd < 0)
-		return llm_error(errno == ENOENT ? LLM_ENOTFOUND : LLM_EIO, "%s: %s",
-		                 path, strerror(errno));
-	if (fstat(fd, &sb) != 0) {
-		rc = llm_error(LLM_EIO, "%s: %s", path, strerror(errno));
-	} else if (!S_ISREG(sb.st_mode)) {
-		rc = llm_error(LLM_EIO, "%s: not a regular file", path);
-	} else if (sb.st_size > 0) {
-		m->n = (size_t)sb.st_size;
-		m->p = mmap(NULL, m->n, PROT_READ, MAP_PRIVATE, fd, 0);
-		if (m->p == MAP_FAILED) {
-			m->p = NULL;
-			rc = llm_error(LLM_EIO, "%s: mmap: %s", path, strerror(errno));
-		}
-	}
-	close(fd);
-	return rc;
-}
-
-static void unmap_file(struct cv_map *m)
-{
-	if (m->p)
-		munmap(m->p, m->n);
-	m->p = NULL;
-}
-
 /* ================================================================ vocab */
 
 /*
@@ -1239,7 +1201,7 @@ struct llm_convert {
 	size_t n_inputs;
 	struct llm_safetensors **sts;
 	size_t n_sts;
-	struct cv_map map;        /* llama2.c checkpoint */
+	struct llm_map map;        /* llama2.c checkpoint */
 	uint64_t total, done;
 };
 
@@ -1283,7 +1245,7 @@ void llm_convert_free(struct llm_convert *c)
 	for (size_t i = 0; i < c->n_sts; i++)
 		llm_safetensors_free(c->sts[i]);
 	free(c->sts);
-	unmap_file(&c->map);
+	llm_unmap(&c->map);
 	free(c);
 }
 
@@ -1536,17 +1498,17 @@ struct l2c_header {
 
 #define L2C_MAGIC 0x616b3432u
 
-static int l2c_header(const char *path, const struct cv_map *m, struct l2c_header *h)
+static int l2c_header(const char *path, const struct llm_map *m, struct l2c_header *h)
 {
-	const unsigned char *p = m->p;
+	const unsigned char *p = m->data;
 	uint32_t magic = 0;
 	memset(h, 0, sizeof(*h));
-	if (m->n >= 4)
+	if (m->size >= 4)
 		memcpy(&magic, p, 4);
 	if (magic == L2C_MAGIC) {
-		if (m->n < 256)
+		if (m->size < 256)
 			return llm_error(LLM_EFORMAT, "%s: truncated header (%zu of 256 bytes)",
-			                 path, m->n);
+			                 path, m->size);
 		int32_t v;
 		memcpy(&v, p + 4, 4);
 		if (v != 1 && v != 2)
@@ -1562,9 +1524,9 @@ static int l2c_header(const char *path, const struct cv_map *m, struct l2c_heade
 			return llm_error(LLM_EFORMAT, "%s: vocab_size %d must be positive",
 			                 path, h->vocab);
 	} else {
-		if (m->n < 28)
+		if (m->size < 28)
 			return llm_error(LLM_EFORMAT, "%s: truncated header (%zu of 28 bytes)",
-			                 path, m->n);
+			                 path, m->size);
 		memcpy(&h->dim, p, 28);
 		h->shared = h->vocab > 0;
 		if (h->vocab < 0 && h->vocab != INT32_MIN)
@@ -1629,7 +1591,7 @@ int llm_convert_open_llama2c(struct llm_convert **out, const char *model,
 	}
 	if ((rc = cv_input(c, model)) || (rc = cv_input(c, c->opts.tok_llama2c)))
 		goto cleanup;
-	if ((rc = map_file(model, &c->map)) || (rc = l2c_header(model, &c->map, &h)))
+	if ((rc = llm_map_file(&c->map, model, false)) || (rc = l2c_header(model, &c->map, &h)))
 		goto cleanup;
 	int dt = c->opts.dtype < 0 ? LLM_F32 : c->opts.dtype;
 
@@ -1697,11 +1659,11 @@ int llm_convert_open_llama2c(struct llm_convert **out, const char *model,
 		}
 		expect = pos + nq / (uint64_t)h.group * 4;
 	}
-	if (c->map.n != expect) {
+	if (c->map.size != expect) {
 		rc = llm_error(LLM_EFORMAT, "%s: %s: the header implies %" PRIu64 " bytes, "
 		               "the file has %zu", model,
-		               c->map.n < expect ? "truncated" : "trailing data",
-		               expect, c->map.n);
+		               c->map.size < expect ? "truncated" : "trailing data",
+		               expect, c->map.size);
 		goto cleanup;
 	}
 	if ((rc = vocab_from_llama2c(&v, c->opts.tok_llama2c, V)))
@@ -1726,7 +1688,7 @@ int llm_convert_open_llama2c(struct llm_convert **out, const char *model,
 	};
 	struct cv_src t;
 	int64_t ne[2] = { D, V };
-	l2c_src(&t, &h, c->map.p, off, sc, T_EMB, 0, false);
+	l2c_src(&t, &h, c->map.data, off, sc, T_EMB, 0, false);
 	if ((rc = cv_add(c, "token_embd.weight", dt, 2, ne, &t)))
 		goto cleanup;
 	for (int64_t l = 0; l < L; l++) {
@@ -1741,18 +1703,18 @@ int llm_convert_open_llama2c(struct llm_convert **out, const char *model,
 				               h.group);
 				goto cleanup;
 			}
-			l2c_src(&t, &h, c->map.p, off, sc, blk[k].slot, l * per, nd == 1);
+			l2c_src(&t, &h, c->map.data, off, sc, blk[k].slot, l * per, nd == 1);
 			if ((rc = cv_add(c, name, nd == 1 ? LLM_F32 : dt, nd, ne, &t)))
 				goto cleanup;
 		}
 	}
 	ne[0] = D;
-	l2c_src(&t, &h, c->map.p, off, sc, T_RMS_FINAL, 0, true);
+	l2c_src(&t, &h, c->map.data, off, sc, T_RMS_FINAL, 0, true);
 	if ((rc = cv_add(c, "output_norm.weight", LLM_F32, 1, ne, &t)))
 		goto cleanup;
 	if (!h.shared) {
 		ne[1] = V;
-		l2c_src(&t, &h, c->map.p, off, sc, T_WCLS, 0, false);
+		l2c_src(&t, &h, c->map.data, off, sc, T_WCLS, 0, false);
 		if ((rc = cv_add(c, "output.weight", dt, 2, ne, &t)))
 			goto cleanup;
 	}

@@ -81,7 +81,7 @@ static size_t cur_left(const struct cur *c)
 static int cur_read(struct cur *c, void *dst, size_t n, const char *what)
 {
 	if (cur_left(c) < n)
-		return llm_error(LLM_EFORMAT, "gguf: %s: truncated file: %s at offset %zu "
+		return llm_error(LLM_EFORMAT, "gguf: %s: truncated file: %.128s at offset %zu "
 		                 "needs %zu bytes, %zu left", c->g->path, what, c->pos, n,
 		                 cur_left(c));
 	memcpy(dst, c->g->buf + c->pos, n);
@@ -107,12 +107,12 @@ static int cur_str(struct cur *c, char **out, size_t *len_out, const char *what)
 	if (rc)
 		return rc;
 	if (len > cur_left(c))
-		return llm_error(LLM_EFORMAT, "gguf: %s: %s: string length %llu at offset "
+		return llm_error(LLM_EFORMAT, "gguf: %s: %.128s: string length %llu at offset "
 		                 "%zu exceeds the file", c->g->path, what,
 		                 (unsigned long long)len, c->pos - 8);
 	char *s = malloc(len + 1);
 	if (!s)
-		return llm_error(LLM_ENOMEM, "gguf: out of memory");
+		return llm_error(LLM_ENOMEM, "gguf: %s: out of memory", c->g->path);
 	memcpy(s, c->g->buf + c->pos, len);
 	s[len] = 0;
 	c->pos += len;
@@ -136,20 +136,20 @@ static int parse_array(struct cur *c, struct kv *kv, int depth)
 	if ((rc = cur_u32(c, &at, kv->key)) || (rc = cur_u64(c, &n, kv->key)))
 		return rc;
 	if (at >= LLM_GGUF_TYPE_COUNT)
-		return llm_error(LLM_EFORMAT, "gguf: %s: key %s: invalid array element "
+		return llm_error(LLM_EFORMAT, "gguf: %s: key %.128s: invalid array element "
 		                 "type %u", c->g->path, kv->key, at);
 	kv->arr_type = at;
 	kv->arr_n = n;
 	if (at == LLM_GGUF_STRING) {
 		/* every string takes at least its 8-byte length */
 		if (n > cur_left(c) / 8)
-			return llm_error(LLM_EFORMAT, "gguf: %s: key %s: array of %llu "
+			return llm_error(LLM_EFORMAT, "gguf: %s: key %.128s: array of %llu "
 			                 "strings exceeds the file", c->g->path, kv->key,
 			                 (unsigned long long)n);
 		kv->strs = calloc(n ? n : 1, sizeof(char *));
 		kv->lens = calloc(n ? n : 1, sizeof(size_t));
 		if (!kv->strs || !kv->lens)
-			return llm_error(LLM_ENOMEM, "gguf: out of memory");
+			return llm_error(LLM_ENOMEM, "gguf: %s: out of memory", c->g->path);
 		for (uint64_t j = 0; j < n; j++)
 			if ((rc = cur_str(c, &kv->strs[j], &kv->lens[j], kv->key)))
 				return rc;
@@ -158,10 +158,10 @@ static int parse_array(struct cur *c, struct kv *kv, int depth)
 	if (at == LLM_GGUF_ARRAY) {
 		/* nested arrays: no use for them, but valid - skip */
 		if (depth > 4)
-			return llm_error(LLM_EFORMAT, "gguf: %s: key %s: arrays nested too "
+			return llm_error(LLM_EFORMAT, "gguf: %s: key %.128s: arrays nested too "
 			                 "deeply", c->g->path, kv->key);
 		if (n > cur_left(c) / 12)
-			return llm_error(LLM_EFORMAT, "gguf: %s: key %s: array of %llu "
+			return llm_error(LLM_EFORMAT, "gguf: %s: key %.128s: array of %llu "
 			                 "arrays exceeds the file", c->g->path, kv->key,
 			                 (unsigned long long)n);
 		for (uint64_t j = 0; j < n; j++)
@@ -171,13 +171,22 @@ static int parse_array(struct cur *c, struct kv *kv, int depth)
 	}
 	size_t es = type_size[at];
 	if (n > cur_left(c) / es)
-		return llm_error(LLM_EFORMAT, "gguf: %s: key %s: array of %llu %s "
+		return llm_error(LLM_EFORMAT, "gguf: %s: key %.128s: array of %llu %s "
 		                 "exceeds the file", c->g->path, kv->key,
 		                 (unsigned long long)n, llm_gguf_type_name(at));
 	kv->arr = malloc(n ? n * es : 1);
 	if (!kv->arr)
-		return llm_error(LLM_ENOMEM, "gguf: out of memory");
-	return cur_read(c, kv->arr, n * es, kv->key);
+		return llm_error(LLM_ENOMEM, "gguf: %s: out of memory", c->g->path);
+	if ((rc = cur_read(c, kv->arr, n * es, kv->key)))
+		return rc;
+	if (at == LLM_GGUF_BOOL)
+		for (uint64_t j = 0; j < n; j++)
+			if (((const uint8_t *)kv->arr)[j] > 1)
+				return llm_error(LLM_EFORMAT, "gguf: %s: key %.128s: invalid "
+				                 "bool %u at index %llu", c->g->path, kv->key,
+				                 ((const uint8_t *)kv->arr)[j],
+				                 (unsigned long long)j);
+	return 0;
 }
 
 static int skip_value(struct cur *c, enum llm_gguf_type t, const char *key,
@@ -214,13 +223,17 @@ static int parse_kv(struct cur *c, struct kv *kv)
 	uint32_t t;
 	int rc;
 
-	if ((rc = cur_str(c, &kv->key, NULL, "key")))
+	size_t len;
+	if ((rc = cur_str(c, &kv->key, &len, "key")))
 		return rc;
+	if (strlen(kv->key) != len)
+		return llm_error(LLM_EFORMAT, "gguf: %s: key '%.128s' contains a NUL byte",
+		                 c->g->path, kv->key);
 	kv->raw_off = c->pos;
 	if ((rc = cur_u32(c, &t, kv->key)))
 		return rc;
 	if (t >= LLM_GGUF_TYPE_COUNT)
-		return llm_error(LLM_EFORMAT, "gguf: %s: key %s: invalid value type %u",
+		return llm_error(LLM_EFORMAT, "gguf: %s: key %.128s: invalid value type %u",
 		                 c->g->path, kv->key, t);
 	kv->type = t;
 	kv->arr_type = LLM_GGUF_TYPE_COUNT;
@@ -245,7 +258,7 @@ static int parse_kv(struct cur *c, struct kv *kv)
 		uint8_t x;
 		rc = cur_read(c, &x, 1, kv->key);
 		if (!rc && x > 1)
-			rc = llm_error(LLM_EFORMAT, "gguf: %s: key %s: invalid bool %u",
+			rc = llm_error(LLM_EFORMAT, "gguf: %s: key %.128s: invalid bool %u",
 			               c->g->path, kv->key, x);
 		kv->v.u = x;
 		break;
@@ -269,11 +282,12 @@ static int parse_tensor_info(struct cur *c, struct llm_gguf_tensor *t)
 	uint32_t n_dims, type;
 	int rc;
 
-	if ((rc = cur_str(c, &t->name, NULL, "tensor name")))
+	size_t len;
+	if ((rc = cur_str(c, &t->name, &len, "tensor name")))
 		return rc;
-	if (!t->name[0] || strlen(t->name) > 255)
-		return llm_error(LLM_EFORMAT, "gguf: %s: invalid tensor name '%.64s'",
-		                 c->g->path, t->name);
+	if (!len || len > 255 || strlen(t->name) != len)
+		return llm_error(LLM_EFORMAT, "gguf: %s: invalid tensor name '%.64s' "
+		                 "(1 to 255 bytes, no NUL)", c->g->path, t->name);
 	if ((rc = cur_u32(c, &n_dims, t->name)))
 		return rc;
 	if (n_dims < 1 || n_dims > LLM_MAX_DIMS)
@@ -281,16 +295,20 @@ static int parse_tensor_info(struct cur *c, struct llm_gguf_tensor *t)
 		                 "(1 to %d allowed)", c->g->path, t->name, n_dims,
 		                 LLM_MAX_DIMS);
 	t->n_dims = (int)n_dims;
-	int64_t nel = 1;
+	/* The element count, and also the product with empty dimensions taken
+	 * as 1, must fit: a tensor of {2^62, 0} holds nothing, but its row
+	 * size would still overflow for whoever computes it. */
+	uint64_t nel = 1, span = 1;
 	for (int d = 0; d < LLM_MAX_DIMS; d++) {
 		uint64_t ne = 1;
 		if (d < t->n_dims && (rc = cur_u64(c, &ne, t->name)))
 			return rc;
-		if (ne > (uint64_t)INT64_MAX || (ne && (uint64_t)nel > (uint64_t)INT64_MAX / ne))
+		if (ne > (uint64_t)INT64_MAX || (ne && span > (uint64_t)INT64_MAX / ne))
 			return llm_error(LLM_EFORMAT, "gguf: %s: tensor %s: shape overflows",
 			                 c->g->path, t->name);
 		t->ne[d] = (int64_t)ne;
-		nel *= (int64_t)ne;
+		nel *= ne;
+		span *= ne ? ne : 1;
 	}
 	if ((rc = cur_u32(c, &type, t->name)))
 		return rc;
@@ -303,12 +321,44 @@ static int parse_tensor_info(struct cur *c, struct llm_gguf_tensor *t)
 		return llm_error(LLM_EFORMAT, "gguf: %s: tensor %s: row of %lld is not "
 		                 "a multiple of the %s block size %d", c->g->path, t->name,
 		                 (long long)t->ne[0], tr->name, tr->block_size);
-	uint64_t nblocks = (uint64_t)nel / tr->block_size;
-	if (nblocks > SIZE_MAX / tr->type_size)
+	if (span / tr->block_size > SIZE_MAX / tr->type_size)
 		return llm_error(LLM_EFORMAT, "gguf: %s: tensor %s: size overflows",
 		                 c->g->path, t->name);
-	t->nbytes = nblocks * tr->type_size;
+	t->nbytes = nel / tr->block_size * tr->type_size;
 	return cur_u64(c, &t->offset, t->name);
+}
+
+static int cmp_name(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static const char *tensor_name(const struct llm_gguf *g, int64_t i)
+{
+	return g->tensors[i].name;
+}
+
+/* The n names name_of(g, i) must be unique.  Sorted, not compared in
+ * pairs, so a file with a million tensors costs no million squared. */
+static int check_unique(const struct llm_gguf *g, const char *what,
+                        const char *(*name_of)(const struct llm_gguf *, int64_t),
+                        int64_t n)
+{
+	if (n < 2)
+		return 0;
+	const char **names = malloc((size_t)n * sizeof(*names));
+	if (!names)
+		return llm_error(LLM_ENOMEM, "gguf: %s: out of memory", g->path);
+	for (int64_t i = 0; i < n; i++)
+		names[i] = name_of(g, i);
+	qsort(names, (size_t)n, sizeof(*names), cmp_name);
+	int rc = 0;
+	for (int64_t i = 1; i < n && !rc; i++)
+		if (!strcmp(names[i - 1], names[i]))
+			rc = llm_error(LLM_EFORMAT, "gguf: %s: duplicate %s %.128s",
+			               g->path, what, names[i]);
+	free((void *)names);
+	return rc;
 }
 
 static int parse(struct llm_gguf *g)
@@ -324,12 +374,12 @@ static int parse(struct llm_gguf *g)
 	c.pos = 4;
 	if ((rc = cur_u32(&c, &g->version, "version")))
 		return rc;
-	if (g->version == 1 || g->version > 3)
-		return llm_error(LLM_EFORMAT, "gguf: %s: unsupported GGUF version %u "
-		                 "(2 and 3 are read)", g->path, g->version);
 	if (g->version == 0 || (g->version & 0xffff) == 0)
 		return llm_error(LLM_EFORMAT, "gguf: %s: big-endian or invalid version "
 		                 "0x%08x", g->path, g->version);
+	if (g->version == 1 || g->version > 3)
+		return llm_error(LLM_EFORMAT, "gguf: %s: unsupported GGUF version %u "
+		                 "(2 and 3 are read)", g->path, g->version);
 	if ((rc = cur_u64(&c, &n_tensors, "tensor count")) ||
 	    (rc = cur_u64(&c, &n_kv, "key/value count")))
 		return rc;
@@ -346,16 +396,14 @@ static int parse(struct llm_gguf *g)
 
 	g->kvs = calloc(n_kv ? n_kv : 1, sizeof(*g->kvs));
 	if (!g->kvs)
-		return llm_error(LLM_ENOMEM, "gguf: out of memory");
+		return llm_error(LLM_ENOMEM, "gguf: %s: out of memory", g->path);
 	for (uint64_t i = 0; i < n_kv; i++) {
 		g->n_kv = (int64_t)i + 1;
 		if ((rc = parse_kv(&c, &g->kvs[i])))
 			return rc;
-		for (uint64_t j = 0; j < i; j++)
-			if (!strcmp(g->kvs[j].key, g->kvs[i].key))
-				return llm_error(LLM_EFORMAT, "gguf: %s: duplicate key %s",
-				                 g->path, g->kvs[i].key);
 	}
+	if ((rc = check_unique(g, "key", llm_gguf_key, g->n_kv)))
+		return rc;
 
 	g->alignment = LLM_GGUF_DEFAULT_ALIGNMENT;
 	int64_t ai = llm_gguf_find_key(g, "general.alignment");
@@ -369,7 +417,7 @@ static int parse(struct llm_gguf *g)
 
 	g->tensors = calloc(n_tensors ? n_tensors : 1, sizeof(*g->tensors));
 	if (!g->tensors)
-		return llm_error(LLM_ENOMEM, "gguf: out of memory");
+		return llm_error(LLM_ENOMEM, "gguf: %s: out of memory", g->path);
 	for (uint64_t i = 0; i < n_tensors; i++) {
 		g->n_tensors = (int64_t)i + 1;
 		if ((rc = parse_tensor_info(&c, &g->tensors[i])))
@@ -388,7 +436,7 @@ static int parse(struct llm_gguf *g)
 	 * names unique. */
 	struct llm_gguf_tensor **order = malloc((n_tensors ? n_tensors : 1) * sizeof(*order));
 	if (!order)
-		return llm_error(LLM_ENOMEM, "gguf: out of memory");
+		return llm_error(LLM_ENOMEM, "gguf: %s: out of memory", g->path);
 	for (int64_t i = 0; i < g->n_tensors; i++) {
 		struct llm_gguf_tensor *t = &g->tensors[i];
 		order[i] = t;
@@ -405,22 +453,20 @@ static int parse(struct llm_gguf *g)
 		}
 		t->data = g->buf + data + t->offset;
 	}
+	/* Empty tensors hold no bytes and overlap nothing. */
 	qsort(order, g->n_tensors, sizeof(*order), cmp_offset);
-	for (int64_t i = 1; i < g->n_tensors; i++) {
-		if (order[i - 1]->offset + order[i - 1]->nbytes > order[i]->offset) {
+	const struct llm_gguf_tensor *prev = NULL;
+	for (int64_t i = 0; i < g->n_tensors; i++) {
+		if (!order[i]->nbytes)
+			continue;
+		if (prev && prev->offset + prev->nbytes > order[i]->offset) {
 			rc = llm_error(LLM_EFORMAT, "gguf: %s: tensors %s and %s overlap",
-			               g->path, order[i - 1]->name, order[i]->name);
+			               g->path, prev->name, order[i]->name);
 			goto out;
 		}
+		prev = order[i];
 	}
-	for (int64_t i = 0; i < g->n_tensors; i++)
-		for (int64_t j = 0; j < i; j++)
-			if (!strcmp(g->tensors[i].name, g->tensors[j].name)) {
-				rc = llm_error(LLM_EFORMAT, "gguf: %s: duplicate tensor %s",
-				               g->path, g->tensors[i].name);
-				goto out;
-			}
-	rc = 0;
+	rc = check_unique(g, "tensor", tensor_name, g->n_tensors);
 out:
 	free(order);
 	return rc;
@@ -443,9 +489,14 @@ int llm_gguf_from_memory(struct llm_gguf **out, const void *data, size_t size,
                          const char *name, bool own)
 {
 	struct llm_gguf *g = calloc(1, sizeof(*g));
-	if (!g)
-		return llm_error(LLM_ENOMEM, "gguf: out of memory");
-	g->path = strdup(name ? name : "<memory>");
+	if (!name)
+		name = "<memory>";
+	if (!g) {
+		if (own)
+			free((void *)data);
+		return llm_error(LLM_ENOMEM, "gguf: %s: out of memory", name);
+	}
+	g->path = strdup(name);
 	if (own) {
 		g->buf = data;
 	} else {
@@ -458,63 +509,31 @@ int llm_gguf_from_memory(struct llm_gguf **out, const void *data, size_t size,
 	g->size = size;
 	if (!g->path || !g->buf) {
 		llm_gguf_free(g);
-		return llm_error(LLM_ENOMEM, "gguf: out of memory");
+		return llm_error(LLM_ENOMEM, "gguf: %s: out of memory", name);
 	}
 	return finish_open(g, out);
 }
 
 int llm_gguf_open(struct llm_gguf **out, const char *path)
 {
-	struct stat st;
-	int fd, rc;
+	struct llm_map m;
+	int rc = llm_map_file(&m, path, true);
 
-	if (!strcmp(path, "-")) {
-		char *buf;
-		size_t n;
-		if ((rc = llm_read_file("-", &buf, &n)))
-			return rc;
-		return llm_gguf_from_memory(out, buf, n, "standard input", true);
-	}
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return llm_error(errno == ENOENT ? LLM_ENOTFOUND : LLM_EIO, "%s: %s", path,
-		                 strerror(errno));
-	if (fstat(fd, &st) != 0) {
-		rc = llm_error(LLM_EIO, "%s: %s", path, strerror(errno));
-		close(fd);
+	if (rc)
 		return rc;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		/* a pipe or a device: read it whole */
-		char *buf;
-		size_t n;
-		close(fd);
-		if ((rc = llm_read_file(path, &buf, &n)))
-			return rc;
-		return llm_gguf_from_memory(out, buf, n, path, true);
-	}
+	if (!m.mapped && m.data)   /* a pipe: the buffer becomes the gguf's */
+		return llm_gguf_from_memory(out, m.data, m.size,
+		                            strcmp(path, "-") ? path : "standard input",
+		                            true);
 	struct llm_gguf *g = calloc(1, sizeof(*g));
 	if (!g || !(g->path = strdup(path))) {
 		free(g);
-		close(fd);
-		return llm_error(LLM_ENOMEM, "gguf: out of memory");
+		llm_unmap(&m);
+		return llm_error(LLM_ENOMEM, "gguf: %s: out of memory", path);
 	}
-	g->size = (size_t)st.st_size;
-	if (g->size) {
-		void *m = mmap(NULL, g->size, PROT_READ, MAP_PRIVATE, fd, 0);
-		if (m == MAP_FAILED) {
-			rc = llm_error(LLM_EIO, "%s: mmap: %s", path, strerror(errno));
-			close(fd);
-			free(g->path);
-			free(g);
-			return rc;
-		}
-		g->buf = m;
-		g->mapped = true;
-	} else {
-		g->buf = (const unsigned char *)"";
-	}
-	close(fd);
+	g->buf = m.data ? m.data : (const unsigned char *)"";
+	g->size = m.size;
+	g->mapped = m.data != NULL;
 	return finish_open(g, out);
 }
 
@@ -633,7 +652,7 @@ int llm_gguf_get_i64(const struct llm_gguf *g, const char *key, int64_t *out)
 	if (kv_lookup(g, key, &kv))
 		return LLM_ENOTFOUND;
 	if (!kv_is_int(kv, &sgn) || (!sgn && kv->v.u > (uint64_t)INT64_MAX))
-		return llm_error(LLM_EFORMAT, "gguf: %s: key %s: expected an integer, "
+		return llm_error(LLM_EFORMAT, "gguf: %s: key %.128s: expected an integer, "
 		                 "found %s", g->path, key, llm_gguf_type_name(kv->type));
 	*out = sgn ? kv->v.i : (int64_t)kv->v.u;
 	return 0;
@@ -646,7 +665,7 @@ int llm_gguf_get_u32(const struct llm_gguf *g, const char *key, uint32_t *out)
 	if (rc)
 		return rc;
 	if (v < 0 || v > UINT32_MAX)
-		return llm_error(LLM_EFORMAT, "gguf: %s: key %s: value %lld out of range",
+		return llm_error(LLM_EFORMAT, "gguf: %s: key %.128s: value %lld out of range",
 		                 g->path, key, (long long)v);
 	*out = (uint32_t)v;
 	return 0;
@@ -663,7 +682,7 @@ int llm_gguf_get_f32(const struct llm_gguf *g, const char *key, float *out)
 	else if (kv_is_int(kv, &sgn))
 		*out = sgn ? (float)kv->v.i : (float)kv->v.u;
 	else
-		return llm_error(LLM_EFORMAT, "gguf: %s: key %s: expected a number, "
+		return llm_error(LLM_EFORMAT, "gguf: %s: key %.128s: expected a number, "
 		                 "found %s", g->path, key, llm_gguf_type_name(kv->type));
 	return 0;
 }
@@ -674,7 +693,7 @@ int llm_gguf_get_bool(const struct llm_gguf *g, const char *key, bool *out)
 	if (kv_lookup(g, key, &kv))
 		return LLM_ENOTFOUND;
 	if (kv->type != LLM_GGUF_BOOL)
-		return llm_error(LLM_EFORMAT, "gguf: %s: key %s: expected a bool, found %s",
+		return llm_error(LLM_EFORMAT, "gguf: %s: key %.128s: expected a bool, found %s",
 		                 g->path, key, llm_gguf_type_name(kv->type));
 	*out = kv->v.u != 0;
 	return 0;
@@ -686,7 +705,7 @@ int llm_gguf_get_str(const struct llm_gguf *g, const char *key, const char **out
 	if (kv_lookup(g, key, &kv))
 		return LLM_ENOTFOUND;
 	if (kv->type != LLM_GGUF_STRING)
-		return llm_error(LLM_EFORMAT, "gguf: %s: key %s: expected a string, "
+		return llm_error(LLM_EFORMAT, "gguf: %s: key %.128s: expected a string, "
 		                 "found %s", g->path, key, llm_gguf_type_name(kv->type));
 	*out = kv->str;
 	return 0;
@@ -908,6 +927,10 @@ static int add_tensor(struct llm_gguf_writer *w, const char *name,
                       const void *data, llm_gguf_fill_fn fill, void *user)
 {
 	const struct llm_dtype_traits *tr = llm_dtype_traits(type);
+	size_t len = strlen(name);
+	if (!len || len > 255)
+		return llm_error(LLM_EINVAL, "gguf: invalid tensor name '%.64s' (1 to "
+		                 "255 bytes)", name);
 	if (!tr)
 		return llm_error(LLM_EINVAL, "gguf: tensor %s: unknown type %d", name, type);
 	if (n_dims < 1 || n_dims > LLM_MAX_DIMS)
@@ -925,22 +948,31 @@ static int add_tensor(struct llm_gguf_writer *w, const char *name,
 	}
 	struct wtensor *t = &w->ts[w->n_t];
 	memset(t, 0, sizeof(*t));
-	int64_t nel = 1;
+	/* the reader's rule: the shape with empty dimensions taken as 1 fits */
+	uint64_t nel = 1, span = 1;
 	for (int d = 0; d < LLM_MAX_DIMS; d++) {
 		t->ne[d] = d < n_dims ? ne[d] : 1;
 		if (t->ne[d] < 0)
 			return llm_error(LLM_EINVAL, "gguf: tensor %s: negative dimension", name);
-		nel *= t->ne[d];
+		uint64_t n = (uint64_t)t->ne[d];
+		if (n && span > (uint64_t)INT64_MAX / n)
+			return llm_error(LLM_EINVAL, "gguf: tensor %s: shape overflows", name);
+		nel *= n;
+		span *= n ? n : 1;
 	}
 	if (t->ne[0] % tr->block_size)
 		return llm_error(LLM_EINVAL, "gguf: tensor %s: row of %lld is not a "
 		                 "multiple of the %s block size %d", name,
 		                 (long long)t->ne[0], tr->name, tr->block_size);
+	if (span / tr->block_size > SIZE_MAX / tr->type_size)
+		return llm_error(LLM_EINVAL, "gguf: tensor %s: size overflows", name);
+	t->nbytes = nel / tr->block_size * tr->type_size;
+	if (!data && !fill && t->nbytes)
+		return llm_error(LLM_EINVAL, "gguf: tensor %s: no data", name);
 	if (!(t->name = strdup(name)))
 		return llm_error(LLM_ENOMEM, "gguf: out of memory");
 	t->type = type;
 	t->n_dims = n_dims;
-	t->nbytes = (size_t)(nel / tr->block_size) * tr->type_size;
 	t->data = data;
 	t->fill = fill;
 	t->user = user;
@@ -991,16 +1023,18 @@ static void put_pad(struct wstate *s, size_t align)
 	}
 }
 
+/* general.alignment if set (0 when it is not a u32 power of two). */
 static size_t writer_alignment(const struct llm_gguf_writer *w)
 {
 	for (size_t i = 0; i < w->n_kv; i++) {
 		uint32_t t, v;
-		if (strcmp(w->kvs[i].key, "general.alignment") || w->kvs[i].len != 8)
+		if (strcmp(w->kvs[i].key, "general.alignment"))
 			continue;
+		if (w->kvs[i].len != 8)
+			return 0;
 		memcpy(&t, w->kvs[i].val, 4);
 		memcpy(&v, w->kvs[i].val + 4, 4);
-		if (t == LLM_GGUF_U32 && v && !(v & (v - 1)))
-			return v;
+		return t == LLM_GGUF_U32 && v && !(v & (v - 1)) ? v : 0;
 	}
 	return LLM_GGUF_DEFAULT_ALIGNMENT;
 }
@@ -1012,6 +1046,9 @@ int llm_gguf_write_stream(struct llm_gguf_writer *w, FILE *f, uint64_t *written)
 	uint64_t off = 0;
 	int rc = 0;
 
+	if (!align)
+		return llm_error(LLM_EINVAL, "gguf: general.alignment must be a u32 "
+		                 "power of two");
 	errno = 0;
 	put_u32(&s, LLM_GGUF_MAGIC);
 	put_u32(&s, 3);

@@ -250,47 +250,21 @@ static int finish_open(struct llm_safetensors *st, struct llm_safetensors **out)
 
 int llm_safetensors_open(struct llm_safetensors **out, const char *path)
 {
-	struct stat sb;
-	int fd, rc;
+	struct llm_map m;
+	int rc;
 
 	*out = NULL;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return llm_error(errno == ENOENT ? LLM_ENOTFOUND : LLM_EIO, "%s: %s",
-		                 path, strerror(errno));
-	if (fstat(fd, &sb) != 0) {
-		rc = llm_error(LLM_EIO, "%s: %s", path, strerror(errno));
-		close(fd);
+	if ((rc = llm_map_file(&m, path, false)))
 		return rc;
-	}
-	if (!S_ISREG(sb.st_mode)) {
-		rc = llm_error(LLM_EIO, "%s: %s", path, S_ISDIR(sb.st_mode) ?
-		               "is a directory" : "not a regular file");
-		close(fd);
-		return rc;
-	}
 	struct llm_safetensors *st = calloc(1, sizeof(*st));
 	if (!st || !(st->path = strdup(path))) {
 		free(st);
-		close(fd);
+		llm_unmap(&m);
 		return llm_error(LLM_ENOMEM, "safetensors: out of memory");
 	}
-	st->size = (size_t)sb.st_size;
-	if (st->size) {
-		void *m = mmap(NULL, st->size, PROT_READ, MAP_PRIVATE, fd, 0);
-		if (m == MAP_FAILED) {
-			rc = llm_error(LLM_EIO, "%s: mmap: %s", path, strerror(errno));
-			close(fd);
-			free(st->path);
-			free(st);
-			return rc;
-		}
-		st->buf = m;
-		st->mapped = true;
-	} else {
-		st->buf = (const unsigned char *)"";
-	}
-	close(fd);
+	st->buf = m.data ? m.data : (const unsigned char *)"";
+	st->size = m.size;
+	st->mapped = m.mapped;
 	return finish_open(st, out);
 }
 

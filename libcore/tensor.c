@@ -180,7 +180,8 @@ int llm_dtype_from_name(const char *name)
 size_t llm_row_size(enum llm_dtype t, int64_t n)
 {
 	const struct llm_dtype_traits *tr = llm_dtype_traits(t);
-	if (!tr || n < 0 || n % tr->block_size)
+	if (!tr || n < 0 || n % tr->block_size ||
+	    (uint64_t)(n / tr->block_size) > SIZE_MAX / tr->type_size)
 		return 0;
 	return (size_t)(n / tr->block_size) * tr->type_size;
 }

@@ -1,10 +1,12 @@
 /* util.c - number parsing, atomic output, file reading, clocks. */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -17,6 +19,13 @@
 
 /* ---------------------------------------------------------------- numbers */
 
+/* strto* skip leading white space (and strtoull takes " -1" as 2^64 - 1):
+ * a strict parse refuses it up front. */
+static bool leading_space(const char *s)
+{
+	return isspace((unsigned char)*s);
+}
+
 int llm_parse_i64(const char *what, const char *s, int64_t min, int64_t max,
                   int64_t *out)
 {
@@ -27,7 +36,7 @@ int llm_parse_i64(const char *what, const char *s, int64_t min, int64_t max,
 		return llm_error(LLM_EINVAL, "%s: empty value", what);
 	errno = 0;
 	v = strtoll(s, &end, 10);
-	if (*end || end == s)
+	if (*end || end == s || leading_space(s))
 		return llm_error(LLM_EINVAL, "%s: '%s' is not an integer", what, s);
 	if (errno == ERANGE || v < min || v > max)
 		return llm_error(LLM_EINVAL, "%s: %s is out of range [%lld, %lld]",
@@ -55,7 +64,7 @@ int llm_parse_double(const char *what, const char *s, double min, double max,
 		return llm_error(LLM_EINVAL, "%s: empty value", what);
 	errno = 0;
 	v = strtod(s, &end);
-	if (*end || end == s || isnan(v))
+	if (*end || end == s || isnan(v) || leading_space(s))
 		return llm_error(LLM_EINVAL, "%s: '%s' is not a number", what, s);
 	if (errno == ERANGE || v < min || v > max)
 		return llm_error(LLM_EINVAL, "%s: %s is out of range [%g, %g]",
@@ -69,9 +78,13 @@ int llm_parse_float(const char *what, const char *s, double min, double max,
 {
 	double v;
 	int rc = llm_parse_double(what, s, min, max, &v);
-	if (rc == 0)
-		*out = (float)v;
-	return rc;
+	if (rc)
+		return rc;
+	if (isinf((float)v) && !isinf(v))
+		return llm_error(LLM_EINVAL, "%s: %s is out of range for a float",
+		                 what, s);
+	*out = (float)v;
+	return 0;
 }
 
 int llm_parse_size(const char *what, const char *s, uint64_t *out)
@@ -80,20 +93,23 @@ int llm_parse_size(const char *what, const char *s, uint64_t *out)
 	unsigned long long v;
 	uint64_t mul = 1;
 
-	if (!s || !*s || *s == '-')
+	if (!s || !*s || *s == '-' || leading_space(s))
 		return llm_error(LLM_EINVAL, "%s: '%s' is not a size", what, s ? s : "");
 	errno = 0;
 	v = strtoull(s, &end, 10);
 	if (end == s || errno == ERANGE)
 		return llm_error(LLM_EINVAL, "%s: '%s' is not a size", what, s);
+	/* [KMGT] then "i" and/or "B" (1M, 1Mi, 1MiB, 1MB), or a bare "B" */
 	switch (*end) {
 	case 'k': case 'K': mul = 1ull << 10; end++; break;
 	case 'm': case 'M': mul = 1ull << 20; end++; break;
 	case 'g': case 'G': mul = 1ull << 30; end++; break;
 	case 't': case 'T': mul = 1ull << 40; end++; break;
 	}
-	if (*end == 'i' || *end == 'B')
-		end += (*end == 'i' && end[1] == 'B') ? 2 : 1;
+	if (mul > 1 && *end == 'i')
+		end++;
+	if (*end == 'B')
+		end++;
 	if (*end || (v && mul > UINT64_MAX / v))
 		return llm_error(LLM_EINVAL, "%s: '%s' is not a size", what, s);
 	*out = v * mul;
@@ -209,6 +225,89 @@ bool llm_same_file(const char *a, const char *b)
 }
 
 /* ---------------------------------------------------------------- input */
+
+static int read_fd(int fd, const char *path, unsigned char **out, size_t *size)
+{
+	size_t cap = 1 << 16, n = 0;
+	unsigned char *buf = malloc(cap);
+
+	if (!buf)
+		return llm_error(LLM_ENOMEM, "%s: out of memory", path);
+	for (;;) {
+		if (n == cap) {
+			unsigned char *nb = cap > SIZE_MAX / 2 ? NULL : realloc(buf, cap * 2);
+			if (!nb) {
+				free(buf);
+				return llm_error(LLM_ENOMEM, "%s: out of memory", path);
+			}
+			buf = nb;
+			cap *= 2;
+		}
+		ssize_t got = read(fd, buf + n, cap - n);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0) {
+			int rc = llm_error(LLM_EIO, "%s: read failed: %s", path,
+			                   strerror(errno));
+			free(buf);
+			return rc;
+		}
+		if (got == 0)
+			break;
+		n += (size_t)got;
+	}
+	*out = buf;
+	*size = n;
+	return 0;
+}
+
+int llm_map_file(struct llm_map *m, const char *path, bool streams)
+{
+	struct stat st;
+	bool is_stdin = !strcmp(path, "-");
+	int fd, rc = 0;
+
+	memset(m, 0, sizeof(*m));
+	if (is_stdin && !streams)
+		return llm_error(LLM_EIO, "standard input: a file is needed here");
+	fd = is_stdin ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return llm_error(errno == ENOENT ? LLM_ENOTFOUND : LLM_EIO, "%s: %s", path,
+		                 strerror(errno));
+	if (fstat(fd, &st) != 0) {
+		rc = llm_error(LLM_EIO, "%s: %s", path, strerror(errno));
+	} else if (S_ISDIR(st.st_mode)) {
+		rc = llm_error(LLM_EIO, "%s: is a directory", path);
+	} else if (!S_ISREG(st.st_mode) || is_stdin) {
+		unsigned char *buf = NULL;
+		if (!streams)
+			rc = llm_error(LLM_EIO, "%s: not a regular file", path);
+		else if ((rc = read_fd(fd, is_stdin ? "standard input" : path, &buf,
+		                       &m->size)) == 0)
+			m->data = buf;
+	} else if (st.st_size > 0) {
+		void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+		if (p == MAP_FAILED) {
+			rc = llm_error(LLM_EIO, "%s: mmap: %s", path, strerror(errno));
+		} else {
+			m->data = p;
+			m->size = (size_t)st.st_size;
+			m->mapped = true;
+		}
+	}
+	if (!is_stdin)
+		close(fd);
+	return rc;
+}
+
+void llm_unmap(struct llm_map *m)
+{
+	if (m->mapped)
+		munmap((void *)m->data, m->size);
+	else
+		free((void *)m->data);
+	memset(m, 0, sizeof(*m));
+}
 
 static int read_stream(FILE *f, const char *name, char **data, size_t *size)
 {

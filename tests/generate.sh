@@ -80,6 +80,23 @@ case "$full" in "$cut"ball*) ok "stop string cuts";; *) fail "stop: '$cut'";; es
 j=$("$gen" -m "$model" --temp 0 -n 100 --stop "ball" --json)
 case "$j" in *'"finish_reason":"stop"'*) ok "finish_reason stop";; *) fail "json: $j";; esac
 
+# --- chat: lines in, one streamed reply per line, history kept; /reset
+printf 'Hello there\nTell me a story\n/reset\nHi\n' |
+	"$gen" -m "$model" --chat --chat-template chatml --temp 0 -n 12 \
+	> "$tmp/chat" 2> "$tmp/chat.err"
+rc=$?
+[ "$rc" -eq 0 ] && [ "$(wc -l < "$tmp/chat")" -eq 3 ] && ok "chat: 3 replies" ||
+	fail "chat: exit $rc, $(wc -l < "$tmp/chat") lines: $(cat "$tmp/chat.err")"
+# the first reply is what a plain run of the same formatted prompt gives
+printf '<|im_start|>user\nHello there<|im_end|>\n<|im_start|>assistant\n' > "$tmp/chatml"
+first=$("$gen" -m "$model" --special --temp 0 -n 12 -f "$tmp/chatml")
+[ "$(head -1 "$tmp/chat")" = "$first" ] && ok "chat reply == formatted prompt" ||
+	fail "chat reply '$(head -1 "$tmp/chat")' != '$first'"
+# after /reset the conversation starts over: same reply as a fresh chat
+fresh=$(printf 'Hi\n' | "$gen" -m "$model" --chat --chat-template chatml --temp 0 -n 12)
+[ "$(sed -n 3p "$tmp/chat")" = "$fresh" ] && ok "chat /reset forgets" ||
+	fail "chat after /reset differs from a fresh chat"
+
 # --- bad input: clear message, non-zero status
 expect_fail() {  # status pattern description command...
 	st=$1 pat=$2 what=$3; shift 3

@@ -17,6 +17,7 @@
 #include "llmkit/chat.h"
 #include "llmkit/error.h"
 #include "llmkit/gguf.h"
+#include "testutil.h"
 
 static char fix_path[4096];
 
@@ -242,9 +243,6 @@ int main(void)
 	tcase_add_test(tc, bad_input);
 	tcase_add_test(tc, from_gguf);
 	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
+	int failed = test_run(s);
 	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -11,6 +11,7 @@
 #include "llmkit/convert.h"
 #include "llmkit/error.h"
 #include "llmkit/gguf.h"
+#include "testutil.h"
 
 static char data_dir[4096];
 static char tmpdir[64];
@@ -256,10 +257,7 @@ int main(void)
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/test-convert-XXXXXX");
 	if (!mkdtemp(tmpdir))
 		return 99;
-	SRunner *sr = srunner_create(suite());
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
+	int failed = test_run(suite());
 	rmdir(tmpdir);
 	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -294,9 +294,6 @@ int main(void)
 	tcase_add_test(tc, bad_batches_refused);
 	tcase_add_test(tc, kv_exhaustion_leaves_cache_intact);
 	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
+	int failed = test_run(s);
 	return failed ? 1 : 0;
 }

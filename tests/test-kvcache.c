@@ -5,6 +5,7 @@
 #include "llmkit/backend.h"
 #include "llmkit/error.h"
 #include "llmkit/kvcache.h"
+#include "testutil.h"
 
 static struct llm_backend *be;
 static struct llm_kvcache *kv;
@@ -164,9 +165,6 @@ int main(void)
 	tcase_add_test(tc, exhaustion_changes_nothing);
 	tcase_add_test(tc, sequence_ids_run_out);
 	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
+	int failed = test_run(s);
 	return failed ? 1 : 0;
 }

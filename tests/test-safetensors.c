@@ -9,6 +9,7 @@
 #include "llmkit/error.h"
 #include "llmkit/safetensors.h"
 #include "llmkit/tensor.h"
+#include "testutil.h"
 
 /* Serialize a writer into a malloc'd buffer. */
 static char *write_mem(struct llm_safetensors_writer *w, size_t *size)
@@ -221,9 +222,6 @@ static Suite *suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(suite());
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
+	int failed = test_run(suite());
 	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

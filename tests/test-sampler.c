@@ -10,6 +10,7 @@
 
 #include "llmkit/error.h"
 #include "llmkit/sampler.h"
+#include "testutil.h"
 
 #define NV 1000
 
@@ -278,9 +279,6 @@ int main(void)
 	tcase_add_test(tc, bad_params_refused);
 	tcase_add_test(tc, logprobs);
 	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
+	int failed = test_run(s);
 	return failed ? 1 : 0;
 }

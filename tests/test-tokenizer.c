@@ -33,6 +33,7 @@
 #include "llmkit/gguf.h"
 #include "llmkit/tokenizer.h"
 #include "llmkit/util.h"
+#include "testutil.h"
 
 static char data_dir[4096], fix_dir[4096];
 static bool have_data;
@@ -1029,10 +1030,7 @@ int main(void)
 		fprintf(stderr, "test-tokenizer: no models in %s: skipping the tests "
 		        "that need them\n", data_dir);
 
-	SRunner *sr = srunner_create(tokenizer_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
+	int failed = test_run(tokenizer_suite());
 	if (failed)
 		return EXIT_FAILURE;
 	return have_data ? EXIT_SUCCESS : 77;

@@ -27,4 +27,16 @@ static inline const char *test_data(const char *rel)
 
 #define STORIES260K "models/stories260K.gguf"
 
+#ifdef CHECK_H
+/* Run a suite; the number of failed checks (0: all passed). */
+static inline int test_run(Suite *s)
+{
+	SRunner *sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed;
+}
+#endif
+
 #endif

@@ -596,28 +596,49 @@ struct session {
 	enum llm_chat_template tmpl;
 };
 
-static int tokenize_item(struct session *s, struct item *it)
+/*
+ * Prompt text to tokens.  BOS goes first when the model wants it, unless
+ * the text already begins with it (chat templates write "<s>" and the like
+ * themselves, read as special tokens).  An empty prompt is BOS alone.
+ */
+static int tokenize_prompt(const struct options *o, const struct llm_tokenizer *tok,
+                           struct item *it, bool special)
 {
-	bool bos = !s->o->no_bos && llm_tokenizer_add_bos(s->tok) &&
-	           llm_token_bos(s->tok) >= 0;
+	int32_t bos = llm_token_bos(tok);
+	bool want_bos = !o->no_bos && llm_tokenizer_add_bos(tok) && bos >= 0;
 	int rc;
 
+	free(it->tokens);
+	it->tokens = NULL;
 	it->empty = !it->text || it->text_len == 0;
-	if (it->empty && !(llm_token_bos(s->tok) >= 0))
+	if (it->empty && bos < 0)
 		return llm_error(LLM_EINVAL, "an empty prompt needs a model with a BOS "
 		                 "token");
-	/* chat-formatted text carries its own BOS string */
-	if ((rc = llm_tokenize(s->tok, it->text ? it->text : "", it->text_len,
-	                       it->empty || bos, s->o->special, &it->tokens,
-	                       &it->n_tokens)))
+	if ((rc = llm_tokenize(tok, it->text ? it->text : "", it->text_len, false,
+	                       special, &it->tokens, &it->n_tokens)))
 		return rc;
+	if ((it->empty || want_bos) && (it->n_tokens == 0 || it->tokens[0] != bos)) {
+		int32_t *t = realloc(it->tokens, (it->n_tokens + 1) * sizeof(*t));
+		if (!t)
+			return llm_error(LLM_ENOMEM, "out of memory");
+		memmove(t + 1, t, it->n_tokens * sizeof(*t));
+		t[0] = bos;
+		it->tokens = t;
+		it->n_tokens++;
+	}
+	return 0;
+}
+
+/* Tokens -> a request for this context. */
+static int bind_item(struct session *s, struct item *it)
+{
+	if (it->n_tokens >= llm_ctx_n_ctx(s->ctx))
+		return llm_error(LLM_ERANGE, "prompt of %d tokens is longer than the "
+		                 "context of %d (-c)", it->n_tokens, llm_ctx_n_ctx(s->ctx));
 	it->req.prompt = it->tokens;
 	it->req.n_prompt = it->n_tokens;
 	it->req.params = it->gp;
 	it->req.text_start = it->empty;
-	if (it->n_tokens >= llm_ctx_n_ctx(s->ctx))
-		return llm_error(LLM_ERANGE, "prompt of %d tokens is longer than the "
-		                 "context of %d (-c)", it->n_tokens, llm_ctx_n_ctx(s->ctx));
 	return 0;
 }
 
@@ -627,7 +648,7 @@ static int run_items(struct session *s, struct item *items, int n)
 	int rc;
 
 	for (int i = 0; i < n; i++)
-		if ((rc = tokenize_item(s, &items[i]))) {
+		if ((rc = bind_item(s, &items[i]))) {
 			if (n > 1)
 				llm_error_prefix(rc, "prompt %d", i + 1);
 			return rc;
@@ -774,10 +795,9 @@ static int run_chat(struct session *s)
 			break;
 		/* the template's markers are special tokens; the user's text in it is
 		 * tokenized the same way, as llama.cpp's chat does */
-		bool special = o->special;
-		o->special = true;
-		rc = tokenize_item(s, &it);
-		o->special = special;
+		rc = tokenize_prompt(o, s->tok, &it, true);
+		if (!rc)
+			rc = bind_item(s, &it);
 		if (rc == LLM_ERANGE) {
 			fprintf(stderr, "%s: %s; /reset to start over\n", prog, llm_errmsg());
 			item_free(&it);
@@ -930,21 +950,14 @@ int main(int argc, char **argv)
 		/* exact KV need, known once the prompts are tokenized */
 		int n_ctx = cp.n_ctx ? cp.n_ctx
 		            : (s.m->hp.n_ctx_train < 4096 ? s.m->hp.n_ctx_train : 4096);
-		for (int i = 0; i < n_items; i++) {
-			struct item *it = &items[i];
-			bool bos = !o.no_bos && llm_tokenizer_add_bos(s.tok);
-			bool empty = !it->text || it->text_len == 0;
-			if ((rc = llm_tokenize(s.tok, it->text ? it->text : "", it->text_len,
-			                       empty || bos, o.special, &it->tokens,
-			                       &it->n_tokens)))
+		for (int i = 0; i < n_items; i++)
+			if ((rc = tokenize_prompt(&o, s.tok, &items[i], o.special))) {
+				if (o.prompts)
+					llm_error_prefix(rc, "%s: prompt %d", o.prompts, i + 1);
 				goto fail;
-		}
+			}
 		cp.kv_blocks = kv_blocks_needed(&o, items, n_items, n_ctx,
 		                                cp.kv_block_size);
-		for (int i = 0; i < n_items; i++) {
-			free(items[i].tokens);
-			items[i].tokens = NULL;
-		}
 	}
 	if ((rc = llm_ctx_new(&s.ctx, s.m, &cp)))
 		goto fail;

@@ -26,10 +26,11 @@
 #include <cblas.h>
 #endif
 
-/* Above this many token rows a matmul goes to BLAS. */
-#define BLAS_MIN_TOKENS 8
+/* From this many token rows on, a matmul goes to BLAS (measured: below it
+ * the rows kernels win, since BLAS repacks the weights on every call). */
+#define BLAS_MIN_TOKENS 32
 /* Rows of converted weights per tile on the BLAS path. */
-#define TILE_ROWS 64
+#define TILE_ROWS 128
 
 struct cpu {
 	struct llm_pool *pool;
@@ -54,16 +55,6 @@ static float *scratch(struct cpu *c, int ith, size_t n)
 		c->scratch_n[ith] = n;
 	}
 	return c->scratch[ith];
-}
-
-/* [start, end) of n items for thread ith of nth, in multiples of align. */
-static void split(int64_t n, int ith, int nth, int64_t align, int64_t *start,
-                  int64_t *end)
-{
-	int64_t blocks = (n + align - 1) / align;
-	int64_t b0 = blocks * ith / nth, b1 = blocks * (ith + 1) / nth;
-	*start = b0 * align < n ? b0 * align : n;
-	*end = b1 * align < n ? b1 * align : n;
 }
 
 /* ---------------------------------------------------------------- memory */
@@ -94,96 +85,75 @@ static bool cpu_supports(struct llm_backend *be, enum llm_dtype t)
 
 /* ---------------------------------------------------------------- matmul */
 
-/*
- * Output rows are handed out in chunks from a shared counter rather than
- * split evenly up front: a thread that loses its core for a while (another
- * process, a slower core) then costs the others one chunk, not half the
- * matrix.
- */
 struct mm_args {
 	struct cpu *c;
 	const struct llm_tensor *w;
 	const float *x;
 	float *y;
 	int n;
-	int64_t chunk;
-	atomic_llong next;
 };
 
-static bool mm_next(struct mm_args *a, int64_t *r0, int64_t *r1)
-{
-	int64_t n_out = a->w->ne[1];
-	int64_t r = atomic_fetch_add_explicit(&a->next, a->chunk, memory_order_relaxed);
-	if (r >= n_out)
-		return false;
-	*r0 = r;
-	*r1 = r + a->chunk < n_out ? r + a->chunk : n_out;
-	return true;
-}
-
-static void mm_rows_task(void *p, int ith, int nth)
+/* Output rows [r0, r1) through the rows kernel (streams the weights). */
+static void mm_rows_task(void *p, int64_t r0, int64_t r1, int ith)
 {
 	struct mm_args *a = p;
-	int64_t n_out = a->w->ne[1], n_in = a->w->ne[0], r0, r1;
-	size_t rb = llm_tensor_row_size(a->w);
+	int64_t n_out = a->w->ne[1], n_in = a->w->ne[0];
 	(void)ith;
-	(void)nth;
-
-	while (mm_next(a, &r0, &r1))
-		a->c->k->rows[a->w->type](a->w->data, rb, n_in, r0, r1, a->x, n_in,
-		                          a->n, a->y, n_out);
+	a->c->k->rows[a->w->type](a->w->data, llm_tensor_row_size(a->w), n_in, r0, r1,
+	                          a->x, n_in, a->n, a->y, n_out);
 }
 
 #ifdef HAVE_OPENBLAS
-static void mm_blas_task(void *p, int ith, int nth)
+/* Output rows [r0, r1) through single-threaded sgemm; weights that are not
+ * f32 are converted into this thread's tile first. */
+static void mm_blas_task(void *p, int64_t r0, int64_t r1, int ith)
 {
 	struct mm_args *a = p;
 	const struct llm_tensor *w = a->w;
-	int64_t n_out = w->ne[1], n_in = w->ne[0], r0, r1;
-	size_t rb = llm_tensor_row_size(w);
-	llm_to_float_fn conv = llm_dtype_traits(w->type)->to_float;
-	float *tile = w->type == LLM_F32 ? NULL
-	              : scratch(a->c, ith, (size_t)a->chunk * n_in);
-	(void)nth;
+	int64_t n_out = w->ne[1], n_in = w->ne[0];
+	const float *wr = (const float *)w->data + r0 * n_in;
 
-	while (mm_next(a, &r0, &r1)) {
-		const float *wr = (const float *)w->data + r0 * n_in;
-		if (tile) {
-			for (int64_t i = r0; i < r1; i++)
-				conv((const char *)w->data + i * rb, tile + (i - r0) * n_in, n_in);
-			wr = tile;
-		}
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, a->n, (int)(r1 - r0),
-		            (int)n_in, 1.0f, a->x, (int)n_in, wr, (int)n_in, 0.0f,
-		            a->y + r0, (int)n_out);
+	if (w->type != LLM_F32) {
+		size_t rb = llm_tensor_row_size(w);
+		llm_to_float_fn conv = llm_dtype_traits(w->type)->to_float;
+		float *tile = scratch(a->c, ith, (size_t)(r1 - r0) * n_in);
+		for (int64_t i = r0; i < r1; i++)
+			conv((const char *)w->data + i * rb, tile + (i - r0) * n_in, n_in);
+		wr = tile;
 	}
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, a->n, (int)(r1 - r0),
+	            (int)n_in, 1.0f, a->x, (int)n_in, wr, (int)n_in, 0.0f,
+	            a->y + r0, (int)n_out);
 }
 #endif
 
+/*
+ * Rows are handed out in pieces from a shared counter (pool.h), about eight
+ * a thread, whole 16-row blocks; BLAS gets bigger pieces to amortise its
+ * packing of the weights, and at most TILE_ROWS of converted weights.
+ */
 static void cpu_matmul(struct llm_backend *be, const struct llm_tensor *w,
                        const float *x, float *y, int n)
 {
 	struct cpu *c = cpu_of(be);
-	struct mm_args a = { .c = c, .w = w, .x = x, .y = y, .n = n };
+	struct mm_args a = { c, w, x, y, n };
 	int nth = llm_pool_size(c->pool);
 	int64_t n_out = w->ne[1];
+	int64_t chunk = (n_out / (8 * nth) + 15) & ~(int64_t)15;
 
 	LLM_ASSERT(c->k->rows[w->type]);
-	/* about eight chunks a thread, whole 16-row blocks, BLAS tiles of
-	 * TILE_ROWS at most (the f32 conversion buffer) */
-	a.chunk = (n_out / (8 * nth) + 15) & ~(int64_t)15;
-	if (a.chunk < 16)
-		a.chunk = 16;
-	atomic_init(&a.next, 0);
 #ifdef HAVE_OPENBLAS
 	if (n >= c->blas_min) {
-		if (a.chunk > TILE_ROWS && w->type != LLM_F32)
-			a.chunk = TILE_ROWS;
-		llm_pool_run(c->pool, mm_blas_task, &a);
+		chunk = (n_out / (2 * nth) + 15) & ~(int64_t)15;
+		if (chunk < 64)
+			chunk = 64;
+		if (chunk > TILE_ROWS && w->type != LLM_F32)
+			chunk = TILE_ROWS;
+		llm_pool_for(c->pool, n_out, chunk, mm_blas_task, &a);
 		return;
 	}
 #endif
-	llm_pool_run(c->pool, mm_rows_task, &a);
+	llm_pool_for(c->pool, n_out, chunk < 16 ? 16 : chunk, mm_rows_task, &a);
 }
 
 /* ---------------------------------------------------------------- small ops */
@@ -208,12 +178,10 @@ struct rows_args {
 	float eps;
 };
 
-static void rmsnorm_task(void *p, int ith, int nth)
+static void rmsnorm_task(void *p, int64_t i0, int64_t i1, int ith)
 {
 	struct rows_args *a = p;
-	int64_t i0, i1;
-
-	split(a->n, ith, nth, 1, &i0, &i1);
+	(void)ith;
 	for (int64_t i = i0; i < i1; i++) {
 		const float *x = a->x + i * a->dim;
 		float *y = a->y + i * a->dim;
@@ -230,10 +198,7 @@ static void cpu_rmsnorm(struct llm_backend *be, const float *x, const float *w,
                         float *y, int n, int dim, float eps)
 {
 	struct rows_args a = { x, w, y, n, dim, eps };
-	if (n < 4)
-		rmsnorm_task(&a, 0, 1);
-	else
-		llm_pool_run(cpu_of(be)->pool, rmsnorm_task, &a);
+	llm_pool_for(cpu_of(be)->pool, n, 4, rmsnorm_task, &a);
 }
 
 static void cpu_add_bias(struct llm_backend *be, float *y, const float *b, int n,
@@ -252,16 +217,15 @@ struct rope_args {
 	const struct llm_rope *r;
 };
 
-static void rope_task(void *p, int ith, int nth)
+static void rope_task(void *p, int64_t i0, int64_t i1, int ith)
 {
 	struct rope_args *a = p;
 	const struct llm_rope *r = a->r;
 	int half = r->n_rot / 2;
 	float cs[2 * 256];
-	int64_t i0, i1;
 
+	(void)ith;
 	LLM_ASSERT(half <= 256);
-	split(a->n, ith, nth, 1, &i0, &i1);
 	for (int64_t i = i0; i < i1; i++) {
 		/* the angles depend on position and pair, not on the head */
 		for (int k = 0; k < half; k++) {
@@ -288,10 +252,7 @@ static void cpu_rope(struct llm_backend *be, float *x, const int32_t *pos, int n
                      int n_head, int head_dim, const struct llm_rope *rope)
 {
 	struct rope_args a = { x, pos, n, n_head, head_dim, rope };
-	if (n < 4)
-		rope_task(&a, 0, 1);
-	else
-		llm_pool_run(cpu_of(be)->pool, rope_task, &a);
+	llm_pool_for(cpu_of(be)->pool, n, 4, rope_task, &a);
 }
 
 static void cpu_kv_store(struct llm_backend *be, float *cache, const float *src,
@@ -309,11 +270,10 @@ struct ew_args {
 	int64_t n;
 };
 
-static void swiglu_task(void *p, int ith, int nth)
+static void swiglu_task(void *p, int64_t i0, int64_t i1, int ith)
 {
 	struct ew_args *a = p;
-	int64_t i0, i1;
-	split(a->n, ith, nth, 16, &i0, &i1);
+	(void)ith;
 	for (int64_t i = i0; i < i1; i++) {
 		float g = a->y[i];
 		a->y[i] = g / (1.0f + expf(-g)) * a->x[i];
@@ -323,10 +283,7 @@ static void swiglu_task(void *p, int ith, int nth)
 static void cpu_swiglu(struct llm_backend *be, float *g, const float *u, int64_t n)
 {
 	struct ew_args a = { g, u, n };
-	if (n < 4096)
-		swiglu_task(&a, 0, 1);
-	else
-		llm_pool_run(cpu_of(be)->pool, swiglu_task, &a);
+	llm_pool_for(cpu_of(be)->pool, n, 4096, swiglu_task, &a);
 }
 
 static void cpu_add(struct llm_backend *be, float *y, const float *x, int64_t n)
@@ -348,6 +305,7 @@ struct attn_args {
 	const struct llm_attn_batch *ab;
 	const float *q;
 	float *out;
+	int max_pos;           /* largest query position: the score row length */
 };
 
 /*
@@ -357,23 +315,16 @@ struct attn_args {
  * key/value reads are block-contiguous, and a block's worth of work is
  * one kernel call.
  */
-static void attn_task(void *p, int ith, int nth)
+static void attn_task(void *p, int64_t t0, int64_t t1, int ith)
 {
 	struct attn_args *a = p;
 	const struct llm_attn_batch *ab = a->ab;
 	const struct llm_cpu_kernels *k = a->c->k;
 	int hd = ab->head_dim, group = ab->n_head / ab->n_head_kv;
 	int64_t kv_dim = (int64_t)ab->n_head_kv * hd;
-	int64_t n_tasks = (int64_t)ab->n_tokens * ab->n_head_kv;
-	int64_t max_pos = 0;
+	float *sc = scratch(a->c, ith, (size_t)a->max_pos + 1);
 
-	for (int i = 0; i < ab->n_tokens; i++)
-		if (ab->pos[i] > max_pos)
-			max_pos = ab->pos[i];
-	float *sc = scratch(a->c, ith, (size_t)max_pos + 1);
-
-	/* interleaved: causal prefill rows grow in cost with position */
-	for (int64_t task = ith; task < n_tasks; task += nth) {
+	for (int64_t task = t0; task < t1; task++) {
 		int i = (int)(task / ab->n_head_kv), kvh = (int)(task % ab->n_head_kv);
 		int n_pos = ab->pos[i] + 1;
 		const int32_t *table = ab->table[i];
@@ -411,8 +362,14 @@ static void attn_task(void *p, int ith, int nth)
 static void cpu_attention(struct llm_backend *be, const struct llm_attn_batch *ab,
                           const float *q, float *out)
 {
-	struct attn_args a = { cpu_of(be), ab, q, out };
-	llm_pool_run(cpu_of(be)->pool, attn_task, &a);
+	struct attn_args a = { cpu_of(be), ab, q, out, 0 };
+	for (int i = 0; i < ab->n_tokens; i++)
+		if (ab->pos[i] > a.max_pos)
+			a.max_pos = ab->pos[i];
+	/* one piece per (token, KV head): causal rows grow in cost with
+	 * position, and claiming pieces one by one balances that */
+	llm_pool_for(cpu_of(be)->pool, (int64_t)ab->n_tokens * ab->n_head_kv, 1,
+	             attn_task, &a);
 }
 
 /* ---------------------------------------------------------------- life */

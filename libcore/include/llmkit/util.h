@@ -48,6 +48,23 @@ void llm_ofile_abort(struct llm_ofile *o);
 /* True when both paths name the same existing file. */
 bool llm_same_file(const char *a, const char *b);
 
+/*
+ * A whole input file in memory, read-only.  A regular file is mapped.  With
+ * streams set, a pipe, a device or "-" (standard input) is read whole from
+ * its descriptor instead - opened once: reopening a FIFO would leave it
+ * without a reader for a moment, and a writer caught then dies of SIGPIPE;
+ * without it they are LLM_EIO ("not a regular file").  llm_unmap releases
+ * either kind.
+ */
+struct llm_map {
+	const unsigned char *data;
+	size_t size;
+	bool mapped;      /* else malloc'd (the caller may take it over) */
+};
+
+int llm_map_file(struct llm_map *m, const char *path, bool streams);
+void llm_unmap(struct llm_map *m);
+
 /* Read a whole file ("-" = stdin); .gz (by magic) is inflated.  The buffer
  * is NUL-terminated (not counted in *size) and must be freed. */
 int llm_read_file(const char *path, char **data, size_t *size);
