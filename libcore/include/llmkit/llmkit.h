@@ -33,5 +33,6 @@
 #include "llmkit/sampler.h"
 #include "llmkit/generate.h"
 #include "llmkit/convert.h"
+#include "llmkit/bench.h"
 
 #endif
