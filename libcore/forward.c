@@ -104,6 +104,7 @@ void llm_ctx_params_default(struct llm_ctx_params *p)
 	p->n_batch = 512;
 	p->n_seq_max = 64;
 	p->kv_block_size = 16;
+	p->kv_type = LLM_F16;
 }
 
 static void *balloc(struct llm_ctx *c, size_t n_floats)
@@ -168,13 +169,17 @@ int llm_ctx_new(struct llm_ctx **out, const struct llm_model *m,
 
 	struct llm_kv_params kp = {
 		.n_layer = hp->n_layer,
-		.kv_dim = hp->n_head_kv * hp->head_dim,
+		.n_head_kv = hp->n_head_kv,
+		.head_dim = hp->head_dim,
 		.block_size = p.kv_block_size,
 		.n_blocks = p.kv_blocks,
 		.max_seqs = p.n_seq_max,
 		.max_pos = p.n_ctx,
+		.type = p.kv_type,
 	};
-	uint64_t per_block = 2ull * hp->n_layer * p.kv_block_size * kp.kv_dim * sizeof(float);
+	int kv_dim = hp->n_head_kv * hp->head_dim;
+	uint64_t per_block = 2ull * hp->n_layer * p.kv_block_size * kv_dim *
+	                     (p.kv_type == LLM_F16 ? 2 : 4);
 	if (kp.n_blocks <= 0) {
 		uint64_t want;
 		if (p.kv_mem) {
@@ -205,8 +210,8 @@ int llm_ctx_new(struct llm_ctx **out, const struct llm_model *m,
 	c->x = balloc(c, nb * hp->n_embd);
 	c->xb = balloc(c, nb * hp->n_embd);
 	c->q = balloc(c, nb * q_dim);
-	c->k = balloc(c, nb * kp.kv_dim);
-	c->v = balloc(c, nb * kp.kv_dim);
+	c->k = balloc(c, nb * kv_dim);
+	c->v = balloc(c, nb * kv_dim);
 	c->att = balloc(c, nb * q_dim);
 	c->g = balloc(c, nb * hp->n_ff);
 	c->u = balloc(c, nb * hp->n_ff);
@@ -356,8 +361,9 @@ static void layer_forward(struct llm_ctx *c, int il, const struct chunk *ch)
 	}
 	op->rope(be, c->q, pos, n, hp->n_head, hp->head_dim, &hp->rope);
 	op->rope(be, c->k, pos, n, hp->n_head_kv, hp->head_dim, &hp->rope);
-	op->kv_store(be, llm_kv_k(c->kv, il), c->k, c->slots, n, kv_dim);
-	op->kv_store(be, llm_kv_v(c->kv, il), c->v, c->slots, n, kv_dim);
+	op->kv_store(be, llm_kv_k(c->kv, il), llm_kv_v(c->kv, il),
+	             llm_kv_params(c->kv)->type, c->k, c->v, c->slots, n,
+	             hp->n_head_kv, hp->head_dim, llm_kv_block_size(c->kv));
 
 	struct llm_attn_batch ab = {
 		.n_tokens = n,
@@ -368,6 +374,7 @@ static void layer_forward(struct llm_ctx *c, int il, const struct chunk *ch)
 		.pos = pos,
 		.table = c->tables,
 		.block_size = llm_kv_block_size(c->kv),
+		.kv_type = llm_kv_params(c->kv)->type,
 		.k = llm_kv_k(c->kv, il),
 		.v = llm_kv_v(c->kv, il),
 	};

@@ -22,17 +22,23 @@ struct llm_kvcache {
 	struct llm_kv_params p;
 	struct llm_backend *be;
 	int max_table;
-	float **k, **v;            /* (n_layer) */
+	void **k, **v;             /* (n_layer) */
+	size_t elem;               /* bytes per element */
 	int32_t *refs;             /* (n_blocks) */
 	int32_t *free_list;        /* stack of free block ids */
 	int n_free;
 	struct kvseq *seqs;        /* (max_seqs) */
 };
 
+static size_t elem_size(enum llm_dtype t)
+{
+	return t == LLM_F16 ? 2 : 4;
+}
+
 uint64_t llm_kv_bytes(const struct llm_kv_params *p)
 {
-	return 2ull * p->n_layer * p->n_blocks * p->block_size * p->kv_dim *
-	       sizeof(float);
+	return 2ull * p->n_layer * p->n_blocks * p->block_size * p->n_head_kv *
+	       p->head_dim * elem_size(p->type);
 }
 
 int llm_kv_init(struct llm_kvcache **out, const struct llm_kv_params *p,
@@ -41,14 +47,19 @@ int llm_kv_init(struct llm_kvcache **out, const struct llm_kv_params *p,
 	struct llm_kvcache *kv;
 	size_t layer_bytes;
 
-	if (p->n_layer < 1 || p->kv_dim < 1 || p->block_size < 1 || p->n_blocks < 1 ||
+	if (p->n_layer < 1 || p->n_head_kv < 1 || p->head_dim < 1 ||
+	    p->block_size < 1 || p->n_blocks < 1 ||
 	    p->max_seqs < 1 || p->max_pos < 1)
 		return llm_error(LLM_EINVAL, "kv cache: invalid parameters");
+	if (p->type != LLM_F32 && p->type != LLM_F16)
+		return llm_error(LLM_EUNSUPPORTED, "kv cache: type %s (f32 or f16)",
+		                 llm_dtype_name(p->type));
 	kv = calloc(1, sizeof(*kv));
 	if (!kv)
 		return llm_error(LLM_ENOMEM, "out of memory");
 	kv->p = *p;
 	kv->be = be;
+	kv->elem = elem_size(p->type);
 	kv->max_table = (p->max_pos + p->block_size - 1) / p->block_size;
 	kv->k = calloc(p->n_layer, sizeof(*kv->k));
 	kv->v = calloc(p->n_layer, sizeof(*kv->v));
@@ -57,7 +68,8 @@ int llm_kv_init(struct llm_kvcache **out, const struct llm_kv_params *p,
 	kv->seqs = calloc(p->max_seqs, sizeof(*kv->seqs));
 	if (!kv->k || !kv->v || !kv->refs || !kv->free_list || !kv->seqs)
 		goto nomem;
-	layer_bytes = (size_t)p->n_blocks * p->block_size * p->kv_dim * sizeof(float);
+	layer_bytes = (size_t)p->n_blocks * p->block_size * p->n_head_kv * p->head_dim *
+	              kv->elem;
 	for (int l = 0; l < p->n_layer; l++) {
 		kv->k[l] = be->ops->alloc(be, layer_bytes);
 		kv->v[l] = be->ops->alloc(be, layer_bytes);
@@ -183,13 +195,20 @@ void llm_kv_seq_truncate(struct llm_kvcache *kv, int seq, int len)
 	q->len = len;
 }
 
+const struct llm_kv_params *llm_kv_params(const struct llm_kvcache *kv)
+{
+	return &kv->p;
+}
+
+/* A block is one contiguous region in each layer's k and v. */
 static void copy_block(struct llm_kvcache *kv, int32_t dst, int32_t src)
 {
-	size_t stride = (size_t)kv->p.block_size * kv->p.kv_dim;
-	size_t bytes = stride * sizeof(float);
+	size_t bytes = (size_t)kv->p.block_size * kv->p.n_head_kv * kv->p.head_dim *
+	               kv->elem;
 	for (int l = 0; l < kv->p.n_layer; l++) {
-		kv->be->ops->copy(kv->be, kv->k[l] + dst * stride, kv->k[l] + src * stride, bytes);
-		kv->be->ops->copy(kv->be, kv->v[l] + dst * stride, kv->v[l] + src * stride, bytes);
+		char *k = kv->k[l], *v = kv->v[l];
+		kv->be->ops->copy(kv->be, k + dst * bytes, k + src * bytes, bytes);
+		kv->be->ops->copy(kv->be, v + dst * bytes, v + src * bytes, bytes);
 	}
 }
 
@@ -251,5 +270,5 @@ int llm_kv_n_free_blocks(const struct llm_kvcache *kv) { return kv->n_free; }
 int llm_kv_max_pos(const struct llm_kvcache *kv) { return kv->p.max_pos; }
 int llm_kv_max_seqs(const struct llm_kvcache *kv) { return kv->p.max_seqs; }
 int llm_kv_block_refs(const struct llm_kvcache *kv, int b) { return kv->refs[b]; }
-float *llm_kv_k(struct llm_kvcache *kv, int layer) { return kv->k[layer]; }
-float *llm_kv_v(struct llm_kvcache *kv, int layer) { return kv->v[layer]; }
+void *llm_kv_k(struct llm_kvcache *kv, int layer) { return kv->k[layer]; }
+void *llm_kv_v(struct llm_kvcache *kv, int layer) { return kv->v[layer]; }

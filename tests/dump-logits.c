@@ -36,6 +36,7 @@ int main(int argc, char **argv)
 	p.n_threads = argc > 3 ? atoi(argv[3]) : 1;
 	p.n_batch = argc > 4 ? atoi(argv[4]) : 512;
 	p.n_seq_max = 1;
+	p.kv_type = LLM_F32;     /* exact comparison with the float64 reference */
 	if (llm_ctx_new(&c, m, &p) || llm_batch_init(&b, 4096)) {
 		fprintf(stderr, "dump-logits: %s\n", llm_errmsg());
 		return 1;

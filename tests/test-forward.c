@@ -29,6 +29,9 @@ static const int PN[] = { 12, 4, 21 };
 
 #define NV 512
 
+/* the suites run with an f32 cache (exact comparisons); one test swaps */
+static enum llm_dtype kv_type = LLM_F32;
+
 static struct llm_ctx *new_ctx(int threads, int n_batch)
 {
 	struct llm_ctx_params p;
@@ -38,6 +41,7 @@ static struct llm_ctx *new_ctx(int threads, int n_batch)
 	p.n_batch = n_batch;
 	p.n_ctx = 128;
 	p.n_seq_max = 8;
+	p.kv_type = kv_type;
 	ck_assert_msg(llm_ctx_new(&c, model, &p) == 0, "%s", llm_errmsg());
 	return c;
 }
@@ -217,6 +221,32 @@ START_TEST(fork_continues_like_source)
 }
 END_TEST
 
+/* An f16 cache stays close to the f32 one: logits within a few hundredths,
+ * the same greedy tokens on these prompts. */
+START_TEST(f16_cache_close_to_f32)
+{
+	float *ref[3];
+	for (int k = 0; k < 3; k++)
+		ref[k] = alone(k);
+	kv_type = LLM_F16;
+	for (int k = 0; k < 3; k++) {
+		float *h = alone(k);
+		for (int i = 0; i < PN[k]; i++) {
+			double d = maxdiff(h + i * NV, ref[k] + i * NV, NV);
+			ck_assert_msg(d < 0.05, "prompt %d pos %d: f16 cache differs by %g",
+			              k, i, d);
+			ck_assert(d > 0 || i == 0);    /* it really is another cache */
+			ck_assert_int_eq(llm_argmax(h + i * NV, NV),
+			                 llm_argmax(ref[k] + i * NV, NV));
+		}
+		free(h);
+	}
+	kv_type = LLM_F32;
+	for (int k = 0; k < 3; k++)
+		free(ref[k]);
+}
+END_TEST
+
 START_TEST(bad_batches_refused)
 {
 	struct llm_ctx *c = new_ctx(1, 512);
@@ -291,6 +321,7 @@ int main(void)
 	tcase_add_test(tc, batched_equals_single);
 	tcase_add_test(tc, greedy_tokens_identical_in_batch);
 	tcase_add_test(tc, fork_continues_like_source);
+	tcase_add_test(tc, f16_cache_close_to_f32);
 	tcase_add_test(tc, bad_batches_refused);
 	tcase_add_test(tc, kv_exhaustion_leaves_cache_intact);
 	suite_add_tcase(s, tc);

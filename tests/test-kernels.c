@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "llmkit/backend.h"
+#include "llmkit/kvcache.h"
 #include "llmkit/model.h"
 #include "llmkit/tensor.h"
 #include "cpu/kernels.h"
@@ -76,63 +77,172 @@ START_TEST(attention_kernels_match_scalar)
 {
 	const struct llm_cpu_kernels *ref = llm_cpu_kernels_for("scalar");
 	unsigned seed = 3;
+	static const int hds[] = { 4, 8, 12, 64, 80, 128, 160, 256 };
+	static const int bss[] = { 4, 16, 32 };
 	for (size_t ii = 0; ii < sizeof(isas) / sizeof(isas[0]); ii++) {
 		const struct llm_cpu_kernels *k = llm_cpu_kernels_for(isas[ii]);
 		if (!k)
 			continue;
-		for (int hd = 4; hd <= 128; hd *= 2) {
-			int n = 13, stride = hd * 3;
-			float *q = malloc(sizeof(float) * hd), *kv = malloc(sizeof(float) * n * stride);
-			float s0[13], s1[13], a0[128], a1[128];
+		for (size_t hi = 0; hi < sizeof(hds) / sizeof(hds[0]); hi++)
+		for (size_t bi = 0; bi < sizeof(bss) / sizeof(bss[0]); bi++)
+		for (int nb = 1; nb <= bss[bi]; nb += (nb < 4 ? 1 : 5)) {
+			int hd = hds[hi], bs = bss[bi];
+			float *q = malloc(sizeof(float) * hd);
+			float *kb = malloc(sizeof(float) * hd * bs);
+			float *vb = malloc(sizeof(float) * hd * bs);
+			float s0[32], s1[32], a0[256], a1[256];
 			for (int i = 0; i < hd; i++)
 				q[i] = frand(&seed);
-			for (int i = 0; i < n * stride; i++)
-				kv[i] = frand(&seed);
-			ref->qk(q, kv + hd, stride, n, hd, 0.5f, s0);
-			k->qk(q, kv + hd, stride, n, hd, 0.5f, s1);
-			for (int j = 0; j < n; j++)
-				ck_assert(fabsf(s0[j] - s1[j]) < 1e-5f * hd);
+			for (int i = 0; i < hd * bs; i++) {
+				kb[i] = frand(&seed);
+				vb[i] = frand(&seed);
+			}
+			float m0 = ref->qk(q, kb, hd, bs, nb, 0.5f, s0);
+			float m1 = k->qk(q, kb, hd, bs, nb, 0.5f, s1);
+			float m = s0[0];
+			for (int j = 1; j < nb; j++)
+				m = s0[j] > m ? s0[j] : m;
+			ck_assert(m0 == m);
+			ck_assert(fabsf(m0 - m1) < 1e-5f * hd);
+			for (int j = 0; j < nb; j++)
+				ck_assert_msg(fabsf(s0[j] - s1[j]) < 1e-5f * hd, "%s qk hd %d "
+				              "bs %d nb %d", k->isa, hd, bs, nb);
 			for (int d = 0; d < hd; d++)
 				a0[d] = a1[d] = frand(&seed);
-			ref->pv(a0, s0, kv, stride, n, hd);
-			k->pv(a1, s0, kv, stride, n, hd);
+			ref->pv(a0, s0, vb, hd, nb);
+			k->pv(a1, s0, vb, hd, nb);
 			for (int d = 0; d < hd; d++)
-				ck_assert(fabsf(a0[d] - a1[d]) < 1e-5f * n);
+				ck_assert_msg(fabsf(a0[d] - a1[d]) < 1e-5f * nb, "%s pv hd %d "
+				              "nb %d", k->isa, hd, nb);
+			/* f16 caches: the same values rounded to half */
+			uint16_t *kh = malloc(2 * hd * bs), *vh = malloc(2 * hd * bs);
+			for (int i = 0; i < hd * bs; i++) {
+				kh[i] = llm_f32_to_f16(kb[i]);
+				vh[i] = llm_f32_to_f16(vb[i]);
+			}
+			m0 = ref->qk16(q, kh, hd, bs, nb, 0.5f, s0);
+			m1 = k->qk16(q, kh, hd, bs, nb, 0.5f, s1);
+			ck_assert(fabsf(m0 - m1) < 1e-5f * hd);
+			for (int j = 0; j < nb; j++)
+				ck_assert_msg(fabsf(s0[j] - s1[j]) < 1e-5f * hd, "%s qk16 hd %d "
+				              "bs %d nb %d", k->isa, hd, bs, nb);
+			for (int d = 0; d < hd; d++)
+				a0[d] = a1[d] = frand(&seed);
+			ref->pv16(a0, s0, vh, hd, nb);
+			k->pv16(a1, s0, vh, hd, nb);
+			for (int d = 0; d < hd; d++)
+				ck_assert_msg(fabsf(a0[d] - a1[d]) < 1e-5f * nb, "%s pv16 hd %d "
+				              "nb %d", k->isa, hd, nb);
+			free(kh);
+			free(vh);
 			free(q);
-			free(kv);
+			free(kb);
+			free(vb);
 		}
 	}
 }
 END_TEST
 
+/* exp within a few ulp of libm's over the softmax and SiLU range; the sum
+ * matches; swiglu matches the formula. */
+START_TEST(exp_and_swiglu_match_libm)
+{
+	const struct llm_cpu_kernels *ref = llm_cpu_kernels_for("scalar");
+	for (size_t ii = 0; ii < sizeof(isas) / sizeof(isas[0]); ii++) {
+		const struct llm_cpu_kernels *k = llm_cpu_kernels_for(isas[ii]);
+		if (!k)
+			continue;
+		enum { N = 20001 };
+		static float x[N], y[N], g0[N], g1[N], u[N];
+		double want_sum = 0;
+		for (int i = 0; i < N; i++) {
+			x[i] = y[i] = -100.0f + i * 0.01f;       /* -100 .. 100 */
+		}
+		/* the sum over the part where no float overflows */
+		float sum = k->exp_sum(y, 18501, 5.0f);
+		for (int i = 0; i < N; i++) {
+			y[i] = x[i];
+			if (x[i] - 5.0f >= -87.0f && x[i] - 5.0f <= 80.0f)
+				want_sum += exp((double)x[i] - 5.0);
+		}
+		ck_assert(fabs(sum - want_sum) <= 1e-5 * want_sum);
+		k->exp_sum(y, N, 5.0f);
+		for (int i = 0; i < N; i++) {
+			float want = expf(x[i] - 5.0f);
+			if (x[i] - 5.0f < -87.0f)
+				ck_assert(y[i] < 2e-38f);    /* flushed towards 0 */
+			else if (x[i] - 5.0f > 88.0f)
+				ck_assert(y[i] > 1e38f);     /* saturated */
+			else
+				ck_assert_msg(fabsf(y[i] - want) <= 4e-7f * want,
+				              "%s exp(%g) = %g, libm %g", k->isa, x[i] - 5.0f,
+				              y[i], want);
+		}
+		for (int i = 0; i < N; i++) {
+			g0[i] = g1[i] = (i % 2001 - 1000) * 0.02f;
+			u[i] = (i % 7) - 3.0f;
+		}
+		ref->swiglu(g0, u, N);
+		k->swiglu(g1, u, N - 3);   /* an odd length: the tail path too */
+		for (int i = 0; i < N - 3; i++)
+			ck_assert_msg(fabsf(g0[i] - g1[i]) <= 1e-6f * (1 + fabsf(g0[i])),
+			              "%s swiglu [%d] %g vs %g", k->isa, i, g0[i], g1[i]);
+	}
+}
+END_TEST
+
 /* The backend's attention against a naive softmax(QK^T)V over a paged
- * cache with scattered blocks and GQA. */
+ * cache with scattered blocks and GQA, the cache filled by its own store. */
 START_TEST(attention_op_matches_naive)
 {
+	for (int half = 0; half < 2; half++) {
 	struct llm_backend *be;
-	int n_head = 4, n_kv = 2, hd = 16, bs = 4, n_pos = 11, kvd = n_kv * hd;
+	int n_head = 4, n_kv = 2, hd = 16, bs = 4, n_pos = 11;
+	struct llm_kv_params lp = { .n_head_kv = n_kv, .head_dim = hd, .block_size = bs };
 	int32_t table[3] = { 5, 0, 2 };    /* physical blocks out of order */
 	int32_t pos[2] = { 6, 10 };
 	const int32_t *tables[2] = { table, table };
 	unsigned seed = 11;
-	float *k = calloc(6 * bs * kvd, sizeof(float));
-	float *v = calloc(6 * bs * kvd, sizeof(float));
+	enum llm_dtype type = half ? LLM_F16 : LLM_F32;
+	float *k = calloc(6 * bs * n_kv * hd, sizeof(float));
+	float *v = calloc(6 * bs * n_kv * hd, sizeof(float));
+	float kr[11][2][16], vr[11][2][16];    /* plain copies: [pos][head][dim] */
 	float q[2 * 4 * 16], out[2 * 4 * 16];
 
 	ck_assert_int_eq(llm_backend_cpu_init(&be, 2), 0);
+	for (int p = 0; p < n_pos; p++)
+		for (int h = 0; h < n_kv; h++)
+			for (int d = 0; d < hd; d++) {
+				kr[p][h][d] = frand(&seed);
+				vr[p][h][d] = frand(&seed);
+			}
 	for (int p = 0; p < n_pos; p++) {
-		int s = table[p / bs] * bs + p % bs;
-		for (int d = 0; d < kvd; d++) {
-			k[s * kvd + d] = frand(&seed);
-			v[s * kvd + d] = frand(&seed);
-		}
+		int32_t slot = table[p / bs] * bs + p % bs;
+		be->ops->kv_store(be, k, v, type, &kr[p][0][0], &vr[p][0][0], &slot, 1,
+		                  n_kv, hd, bs);
+	}
+	/* the layout kvcache.h documents; then the reference sees what the
+	 * cache holds (values rounded to half for an f16 cache) */
+	if (!half) {
+		ck_assert(k[llm_kv_k_off(&lp, 0, 1, 1, 3)] == kr[5][1][3]);
+		ck_assert(v[llm_kv_v_off(&lp, 2, 2, 0, 7)] == vr[10][0][7]);
+	} else {
+		uint16_t *kh = (uint16_t *)k, *vh = (uint16_t *)v;
+		ck_assert(kh[llm_kv_k_off(&lp, 0, 1, 1, 3)] == llm_f32_to_f16(kr[5][1][3]));
+		ck_assert(vh[llm_kv_v_off(&lp, 2, 2, 0, 7)] == llm_f32_to_f16(vr[10][0][7]));
+		for (int p = 0; p < n_pos; p++)
+			for (int h = 0; h < n_kv; h++)
+				for (int d = 0; d < hd; d++) {
+					kr[p][h][d] = llm_f16_to_f32(llm_f32_to_f16(kr[p][h][d]));
+					vr[p][h][d] = llm_f16_to_f32(llm_f32_to_f16(vr[p][h][d]));
+				}
 	}
 	for (int i = 0; i < 2 * n_head * hd; i++)
 		q[i] = frand(&seed);
 	struct llm_attn_batch ab = {
 		.n_tokens = 2, .n_head = n_head, .n_head_kv = n_kv, .head_dim = hd,
 		.scale = 0.25f, .pos = pos, .table = tables, .block_size = bs,
-		.k = k, .v = v,
+		.kv_type = type, .k = k, .v = v,
 	};
 	be->ops->attention(be, &ab, q, out);
 	for (int t = 0; t < 2; t++)
@@ -140,10 +250,9 @@ START_TEST(attention_op_matches_naive)
 			double sc[16], mx = -1e30, z = 0;
 			int kvh = h / (n_head / n_kv);
 			for (int p = 0; p <= pos[t]; p++) {
-				int s = table[p / bs] * bs + p % bs;
 				double d = 0;
 				for (int j = 0; j < hd; j++)
-					d += q[(t * n_head + h) * hd + j] * k[s * kvd + kvh * hd + j];
+					d += q[(t * n_head + h) * hd + j] * kr[p][kvh][j];
 				sc[p] = d * 0.25;
 				mx = fmax(mx, sc[p]);
 			}
@@ -151,10 +260,8 @@ START_TEST(attention_op_matches_naive)
 				z += (sc[p] = exp(sc[p] - mx));
 			for (int j = 0; j < hd; j++) {
 				double o = 0;
-				for (int p = 0; p <= pos[t]; p++) {
-					int s = table[p / bs] * bs + p % bs;
-					o += sc[p] / z * v[s * kvd + kvh * hd + j];
-				}
+				for (int p = 0; p <= pos[t]; p++)
+					o += sc[p] / z * vr[p][kvh][j];
 				ck_assert_msg(fabs(o - out[(t * n_head + h) * hd + j]) < 1e-5,
 				              "token %d head %d dim %d", t, h, j);
 			}
@@ -162,6 +269,7 @@ START_TEST(attention_op_matches_naive)
 	free(k);
 	free(v);
 	llm_backend_free(be);
+	}
 }
 END_TEST
 
@@ -235,6 +343,7 @@ int main(void)
 	tcase_add_test(tc, rows_match_scalar);
 	tcase_add_test(tc, attention_kernels_match_scalar);
 	tcase_add_test(tc, attention_op_matches_naive);
+	tcase_add_test(tc, exp_and_swiglu_match_libm);
 	tcase_add_test(tc, rope_rotates_pairs);
 	tcase_add_test(tc, matmul_paths_agree);
 	suite_add_tcase(s, tc);

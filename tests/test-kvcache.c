@@ -13,7 +13,7 @@ static struct llm_kvcache *kv;
 static void setup(void)
 {
 	struct llm_kv_params p = {
-		.n_layer = 2, .kv_dim = 4, .block_size = 4, .n_blocks = 8,
+		.n_layer = 2, .n_head_kv = 2, .head_dim = 2, .block_size = 4, .n_blocks = 8,
 		.max_seqs = 4, .max_pos = 20,
 	};
 	ck_assert_int_eq(llm_backend_cpu_init(&be, 1), 0);
@@ -29,19 +29,30 @@ static void teardown(void)
 /* Write a recognisable value into every float of positions [from, to). */
 static void fill(int seq, int from, int to, float base)
 {
+	const struct llm_kv_params *p = llm_kv_params(kv);
 	for (int l = 0; l < 2; l++)
-		for (int p = from; p < to; p++) {
-			int32_t s = llm_kv_slot(kv, seq, p);
-			for (int d = 0; d < 4; d++) {
-				llm_kv_k(kv, l)[s * 4 + d] = base + p + 0.1f * l;
-				llm_kv_v(kv, l)[s * 4 + d] = -(base + p + 0.1f * l);
-			}
+		for (int pos = from; pos < to; pos++) {
+			int32_t s = llm_kv_slot(kv, seq, pos);
+			for (int h = 0; h < 2; h++)
+				for (int d = 0; d < 2; d++) {
+					int64_t b = s / 4, o = s % 4;
+					((float *)llm_kv_k(kv, l))[llm_kv_k_off(p, b, o, h, d)] =
+						base + pos + 0.1f * l;
+					((float *)llm_kv_v(kv, l))[llm_kv_v_off(p, b, o, h, d)] =
+						-(base + pos + 0.1f * l);
+				}
 		}
 }
 
+/* key (last head, last dimension) and value (first of both) of a position */
 static float kat(int seq, int layer, int pos)
 {
-	return llm_kv_k(kv, layer)[llm_kv_slot(kv, seq, pos) * 4];
+	const struct llm_kv_params *p = llm_kv_params(kv);
+	int32_t s = llm_kv_slot(kv, seq, pos);
+	float k = ((float *)llm_kv_k(kv, layer))[llm_kv_k_off(p, s / 4, s % 4, 1, 1)];
+	float v = ((float *)llm_kv_v(kv, layer))[llm_kv_v_off(p, s / 4, s % 4, 0, 0)];
+	ck_assert(k == -v);
+	return k;
 }
 
 START_TEST(blocks_allocated_per_block_size)

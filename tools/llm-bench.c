@@ -45,7 +45,7 @@ static const char *prog = "llm-bench";
 
 enum {
 	OPT_FULL_PREFILL = 256, OPT_NO_WARMUP, OPT_MEMBW, OPT_MEMBW_SIZE,
-	OPT_STRATEGIES, OPT_PROMPTS, OPT_NO_THROUGHPUT, OPT_N_BATCH, OPT_KV_BLOCK,
+	OPT_STRATEGIES, OPT_PROMPTS, OPT_NO_THROUGHPUT, OPT_N_BATCH, OPT_KV_BLOCK, OPT_KV_TYPE,
 };
 
 static const struct llm_opt opts[] = {
@@ -76,6 +76,7 @@ static const struct llm_opt opts[] = {
 	{ OPT_N_BATCH, "batch-tokens", "N", "most tokens per forward pass (default: "
 	                                    "512)" },
 	{ OPT_KV_BLOCK, "kv-block", "N", "positions per KV cache block (default: 16)" },
+	{ OPT_KV_TYPE, "kv-type", "TYPE", "KV cache element type: f16 or f32 (default: f16)" },
 	{ 'o', "output", "FMT", "\nOutput\ntable, csv or json (default: table)" },
 	{ 'v', "verbose", NULL, "progress on stderr" },
 	{ 0 }
@@ -100,6 +101,7 @@ enum fmt { FMT_TABLE, FMT_CSV, FMT_JSON };
 struct options {
 	const char *model;
 	int n_prompt, n_gen, reps, threads, n_batch, kv_block, n_prompts;
+	enum llm_dtype kv_type;
 	int batches[MAX_BATCHES], n_batches;
 	bool full_prefill, warmup, membw, strategies, throughput, verbose;
 	uint64_t membw_size, seed;
@@ -136,6 +138,7 @@ static void parse_options(int argc, char **argv, struct options *o)
 	o->n_prompt = 512;
 	o->n_gen = 128;
 	o->reps = 3;
+	o->kv_type = LLM_F16;
 	o->n_prompts = 4;
 	o->warmup = true;
 	o->throughput = true;
@@ -180,6 +183,11 @@ static void parse_options(int argc, char **argv, struct options *o)
 		case OPT_PROMPTS: die_rc(llm_parse_int("--prompts", arg, 1, 8, &o->n_prompts)); break;
 		case OPT_N_BATCH: die_rc(llm_parse_int("--batch-tokens", arg, 1, 1 << 20,
 		                                       &o->n_batch)); break;
+		case OPT_KV_TYPE:
+			if (strcmp(arg, "f16") && strcmp(arg, "f32"))
+				llm_cli_usage_error(&cli, "--kv-type: '%s' (f16 or f32)", arg);
+			o->kv_type = strcmp(arg, "f16") ? LLM_F32 : LLM_F16;
+			break;
 		case OPT_KV_BLOCK: die_rc(llm_parse_int("--kv-block", arg, 1, 4096,
 		                                        &o->kv_block)); break;
 		default:
@@ -352,6 +360,7 @@ static int run_throughput(struct bench *b)
 		cp.n_batch = o->n_batch;
 	if (o->kv_block)
 		cp.kv_block_size = o->kv_block;
+	cp.kv_type = o->kv_type;
 	int64_t per_seq = (cp.n_ctx + cp.kv_block_size - 1) / cp.kv_block_size;
 	if ((int64_t)max_b * per_seq > INT32_MAX / cp.kv_block_size)
 		return llm_error(LLM_EINVAL, "batch %d of %d positions is too large",
@@ -559,6 +568,7 @@ static int strat_child(void *arg, void *result, size_t size)
 		cp.n_batch = o->n_batch;
 	if (o->kv_block)
 		cp.kv_block_size = o->kv_block;
+	cp.kv_type = o->kv_type;
 	/* exactly what llm_generate asks for */
 	int64_t blocks = 0;
 	for (int i = 0; i < o->n_prompts; i++)
@@ -569,7 +579,7 @@ static int strat_child(void *arg, void *result, size_t size)
 		return rc;
 	const struct llm_hparams *hp = &b->m->hp;
 	res->block_bytes = 2ull * hp->n_layer * hp->n_head_kv * hp->head_dim *
-	                   sizeof(float) * cp.kv_block_size;
+	                   (cp.kv_type == LLM_F16 ? 2 : 4) * cp.kv_block_size;
 
 	if (o->warmup) {
 		strat_requests(j, reqs, o->n_gen < 2 ? o->n_gen : 2);

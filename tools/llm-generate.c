@@ -30,7 +30,7 @@ enum {
 	OPT_BEAMS, OPT_LENGTH_PENALTY, OPT_NO_EARLY_STOP, OPT_STOP, OPT_IGNORE_EOS,
 	OPT_NO_BOS, OPT_SPECIAL, OPT_ECHO, OPT_JSON, OPT_CHAT, OPT_CHAT_TEMPLATE,
 	OPT_SYSTEM, OPT_PROMPTS, OPT_N_BATCH, OPT_LOGPROBS, OPT_NO_STREAM,
-	OPT_KV_BLOCK,
+	OPT_KV_BLOCK, OPT_KV_TYPE,
 };
 
 static const struct llm_opt opts[] = {
@@ -87,6 +87,7 @@ static const struct llm_opt opts[] = {
 	{ 't', "threads", "N", "threads (default: all CPUs)" },
 	{ OPT_N_BATCH, "batch-tokens", "N", "most tokens per forward pass (default: 512)" },
 	{ OPT_KV_BLOCK, "kv-block", "N", "positions per KV cache block (default: 16)" },
+	{ OPT_KV_TYPE, "kv-type", "TYPE", "KV cache element type: f16 or f32 (default: f16)" },
 	{ 0 }
 };
 
@@ -111,6 +112,7 @@ struct options {
 	bool seed_set, n_set;
 	const char *chat_template, *system;
 	int n_ctx, threads, n_batch, kv_block;
+	enum llm_dtype kv_type;
 	struct llm_gen_params gp;
 	char *stops[LLM_MAX_STOP];
 };
@@ -154,6 +156,7 @@ static void parse_options(int argc, char **argv, struct options *o)
 	llm_gen_params_default(&o->gp);
 	o->batch = 16;
 	o->threads = 0;
+	o->kv_type = LLM_F16;
 	while ((c = llm_cli_next(&cli, argc, argv, &arg)) != -1) {
 		switch (c) {
 		case 'm': o->model = arg; break;
@@ -224,6 +227,11 @@ static void parse_options(int argc, char **argv, struct options *o)
 		                                     &o->threads)); break;
 		case OPT_N_BATCH: die_usage_rc(llm_parse_int("--batch-tokens", arg, 1,
 		                                             1 << 20, &o->n_batch)); break;
+		case OPT_KV_TYPE:
+			if (strcmp(arg, "f16") && strcmp(arg, "f32"))
+				llm_cli_usage_error(&cli, "--kv-type: '%s' (f16 or f32)", arg);
+			o->kv_type = strcmp(arg, "f16") ? LLM_F32 : LLM_F16;
+			break;
 		case OPT_KV_BLOCK: die_usage_rc(llm_parse_int("--kv-block", arg, 1, 4096,
 		                                              &o->kv_block)); break;
 		default:
@@ -941,6 +949,7 @@ int main(int argc, char **argv)
 		cp.n_batch = o.n_batch;
 	if (o.kv_block)
 		cp.kv_block_size = o.kv_block;
+	cp.kv_type = o.kv_type;
 	int max_beams = o.gp.n_beams > 0 ? o.gp.n_beams : 1;
 	for (int i = 0; i < n_items; i++)
 		if (items[i].gp.n_beams > max_beams)

@@ -13,11 +13,13 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "config.h"
 #include "llmkit/backend.h"
 #include "llmkit/error.h"
+#include "llmkit/kvcache.h"
 #include "llmkit/model.h"
 #include "cpu/kernels.h"
 #include "cpu/pool.h"
@@ -59,9 +61,25 @@ static float *scratch(struct cpu *c, int ith, size_t n)
 
 /* ---------------------------------------------------------------- memory */
 
+/*
+ * Big buffers (the KV cache above all, read a block here and a block there)
+ * go on 2 MiB pages where the kernel offers them: with 4 KiB pages every
+ * KV block of a head is a TLB miss of its own.
+ */
+#define HUGE_PAGE (2u << 20)
+
 static void *cpu_alloc(struct llm_backend *be, size_t bytes)
 {
 	(void)be;
+	if (bytes >= 4 * (size_t)HUGE_PAGE) {
+		size_t n = (bytes + HUGE_PAGE - 1) & ~(size_t)(HUGE_PAGE - 1);
+		void *p = aligned_alloc(HUGE_PAGE, n);
+#ifdef MADV_HUGEPAGE
+		if (p)
+			madvise(p, n, MADV_HUGEPAGE);
+#endif
+		return p;
+	}
 	return aligned_alloc(64, (bytes + 63) & ~(size_t)63);
 }
 
@@ -255,16 +273,41 @@ static void cpu_rope(struct llm_backend *be, float *x, const int32_t *pos, int n
 	llm_pool_for(cpu_of(be)->pool, n, 4, rope_task, &a);
 }
 
-static void cpu_kv_store(struct llm_backend *be, float *cache, const float *src,
-                         const int32_t *slots, int n, int dim)
+static void cpu_kv_store(struct llm_backend *be, void *k_cache, void *v_cache,
+                         enum llm_dtype type, const float *k, const float *v,
+                         const int32_t *slots, int n, int n_head_kv, int head_dim,
+                         int block_size)
 {
+	struct llm_kv_params lp = { .n_head_kv = n_head_kv, .head_dim = head_dim,
+	                            .block_size = block_size };
+	bool half = type == LLM_F16;
 	(void)be;
-	for (int i = 0; i < n; i++)
-		memcpy(cache + (int64_t)slots[i] * dim, src + (int64_t)i * dim,
-		       dim * sizeof(float));
+	LLM_ASSERT(type == LLM_F32 || half);
+	for (int i = 0; i < n; i++) {
+		int64_t b = slots[i] / block_size;
+		int o = slots[i] % block_size;
+		const float *ki = k + (int64_t)i * n_head_kv * head_dim;
+		const float *vi = v + (int64_t)i * n_head_kv * head_dim;
+		for (int h = 0; h < n_head_kv; h++) {
+			int64_t kof = llm_kv_k_off(&lp, b, o, h, 0);
+			int64_t vof = llm_kv_v_off(&lp, b, o, h, 0);
+			for (int d = 0; d < head_dim; d++) {
+				float kx = ki[h * head_dim + d], vx = vi[h * head_dim + d];
+				int64_t kd = kof + (int64_t)d * block_size;
+				if (half) {
+					((uint16_t *)k_cache)[kd] = llm_f32_to_f16(kx);
+					((uint16_t *)v_cache)[vof + d] = llm_f32_to_f16(vx);
+				} else {
+					((float *)k_cache)[kd] = kx;
+					((float *)v_cache)[vof + d] = vx;
+				}
+			}
+		}
+	}
 }
 
 struct ew_args {
+	const struct llm_cpu_kernels *k;
 	float *y;
 	const float *x;
 	int64_t n;
@@ -274,15 +317,12 @@ static void swiglu_task(void *p, int64_t i0, int64_t i1, int ith)
 {
 	struct ew_args *a = p;
 	(void)ith;
-	for (int64_t i = i0; i < i1; i++) {
-		float g = a->y[i];
-		a->y[i] = g / (1.0f + expf(-g)) * a->x[i];
-	}
+	a->k->swiglu(a->y + i0, a->x + i0, i1 - i0);
 }
 
 static void cpu_swiglu(struct llm_backend *be, float *g, const float *u, int64_t n)
 {
-	struct ew_args a = { g, u, n };
+	struct ew_args a = { cpu_of(be)->k, g, u, n };
 	llm_pool_for(cpu_of(be)->pool, n, 4096, swiglu_task, &a);
 }
 
@@ -308,21 +348,33 @@ struct attn_args {
 	int max_pos;           /* largest query position: the score row length */
 };
 
+/* Ask for the next block while this one is computed: blocks sit anywhere
+ * in the pool, so the hardware prefetcher cannot see them coming. */
+static inline void prefetch(const void *p, size_t bytes)
+{
+#if defined(__GNUC__)
+	for (size_t i = 0; i < bytes; i += 64)
+		__builtin_prefetch((const char *)p + i);
+#endif
+}
+
 /*
- * One task per (token, KV head): the query heads of the group share each
- * key and value row read.  Scores go to a scratch row (positions 0..pos),
- * then softmax, then the weighted sum of values - three passes, but the
- * key/value reads are block-contiguous, and a block's worth of work is
- * one kernel call.
+ * One task per (token, KV head); the query heads of a GQA group share the
+ * key and value blocks, which stay in cache between them.  Scores go to a
+ * scratch row (positions 0..pos) a block at a time, then softmax, then the
+ * values, a block at a time.
  */
 static void attn_task(void *p, int64_t t0, int64_t t1, int ith)
 {
 	struct attn_args *a = p;
 	const struct llm_attn_batch *ab = a->ab;
 	const struct llm_cpu_kernels *k = a->c->k;
-	int hd = ab->head_dim, group = ab->n_head / ab->n_head_kv;
-	int64_t kv_dim = (int64_t)ab->n_head_kv * hd;
+	int hd = ab->head_dim, bs = ab->block_size, group = ab->n_head / ab->n_head_kv;
+	struct llm_kv_params lp = { .n_head_kv = ab->n_head_kv, .head_dim = hd,
+	                            .block_size = bs };
 	float *sc = scratch(a->c, ith, (size_t)a->max_pos + 1);
+	bool half = ab->kv_type == LLM_F16;
+	size_t esz = half ? 2 : 4;
 
 	for (int64_t task = t0; task < t1; task++) {
 		int i = (int)(task / ab->n_head_kv), kvh = (int)(task % ab->n_head_kv);
@@ -332,29 +384,36 @@ static void attn_task(void *p, int64_t t0, int64_t t1, int ith)
 			int h = kvh * group + g;
 			const float *q = a->q + ((int64_t)i * ab->n_head + h) * hd;
 			float *o = a->out + ((int64_t)i * ab->n_head + h) * hd;
-			float mx = -INFINITY, sum = 0;
+			float mx = -INFINITY;
 
-			for (int p0 = 0; p0 < n_pos; p0 += ab->block_size) {
-				int nb = n_pos - p0 < ab->block_size ? n_pos - p0 : ab->block_size;
-				int64_t slot = (int64_t)table[p0 / ab->block_size] * ab->block_size;
-				k->qk(q, ab->k + slot * kv_dim + kvh * hd, kv_dim, nb, hd,
-				      ab->scale, sc + p0);
+			for (int p0 = 0; p0 < n_pos; p0 += bs) {
+				int nb = n_pos - p0 < bs ? n_pos - p0 : bs;
+				if (p0 + bs < n_pos)
+					prefetch((const char *)ab->k + esz * llm_kv_k_off(&lp,
+					         table[p0 / bs + 1], 0, kvh, 0), (size_t)hd * bs * esz);
+				int64_t off = llm_kv_k_off(&lp, table[p0 / bs], 0, kvh, 0);
+				float m = half
+				        ? k->qk16(q, (const uint16_t *)ab->k + off, hd, bs, nb,
+				                  ab->scale, sc + p0)
+				        : k->qk(q, (const float *)ab->k + off, hd, bs, nb,
+				                ab->scale, sc + p0);
+				mx = m > mx ? m : mx;
 			}
-			for (int j = 0; j < n_pos; j++)
-				mx = sc[j] > mx ? sc[j] : mx;
-			for (int j = 0; j < n_pos; j++) {
-				sc[j] = expf(sc[j] - mx);
-				sum += sc[j];
-			}
-			float inv = 1.0f / sum;
-			for (int j = 0; j < n_pos; j++)
-				sc[j] *= inv;
+			float inv = 1.0f / k->exp_sum(sc, n_pos, mx);
 			memset(o, 0, hd * sizeof(float));
-			for (int p0 = 0; p0 < n_pos; p0 += ab->block_size) {
-				int nb = n_pos - p0 < ab->block_size ? n_pos - p0 : ab->block_size;
-				int64_t slot = (int64_t)table[p0 / ab->block_size] * ab->block_size;
-				k->pv(o, sc + p0, ab->v + slot * kv_dim + kvh * hd, kv_dim, nb, hd);
+			for (int p0 = 0; p0 < n_pos; p0 += bs) {
+				int nb = n_pos - p0 < bs ? n_pos - p0 : bs;
+				int64_t off = llm_kv_v_off(&lp, table[p0 / bs], 0, kvh, 0);
+				if (p0 + bs < n_pos)
+					prefetch((const char *)ab->v + esz * llm_kv_v_off(&lp,
+					         table[p0 / bs + 1], 0, kvh, 0), (size_t)hd * bs * esz);
+				if (half)
+					k->pv16(o, sc + p0, (const uint16_t *)ab->v + off, hd, nb);
+				else
+					k->pv(o, sc + p0, (const float *)ab->v + off, hd, nb);
 			}
+			for (int d = 0; d < hd; d++)
+				o[d] *= inv;
 		}
 	}
 }

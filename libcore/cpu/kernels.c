@@ -8,6 +8,7 @@
  * each weight vector loaded feeds several FMAs and each token vector loaded
  * feeds four.
  */
+#include <math.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,26 +47,63 @@ SCALAR_ROWS(rows_f32_scalar, load_f32)
 SCALAR_ROWS(rows_f16_scalar, load_f16)
 SCALAR_ROWS(rows_bf16_scalar, load_bf16)
 
-static void qk_scalar(const float *q, const float *k, int64_t stride, int n,
-                      int hd, float scale, float *out)
+static float qk_scalar(const float *q, const float *kb, int hd, int bs, int nb,
+                       float scale, float *out)
 {
-	for (int j = 0; j < n; j++) {
-		const float *kj = k + j * stride;
+	float mx = -INFINITY;
+	for (int o = 0; o < nb; o++) {
 		float s = 0;
 		for (int d = 0; d < hd; d++)
-			s += q[d] * kj[d];
-		out[j] = s * scale;
+			s += q[d] * kb[d * bs + o];
+		out[o] = s * scale;
+		mx = out[o] > mx ? out[o] : mx;
 	}
+	return mx;
 }
 
-static void pv_scalar(float *acc, const float *p, const float *v, int64_t stride,
-                      int n, int hd)
+static void pv_scalar(float *acc, const float *p, const float *vb, int hd, int nb)
 {
-	for (int j = 0; j < n; j++) {
-		const float *vj = v + j * stride;
+	for (int o = 0; o < nb; o++)
 		for (int d = 0; d < hd; d++)
-			acc[d] += p[j] * vj[d];
+			acc[d] += p[o] * vb[o * hd + d];
+}
+
+static float qk16_scalar(const float *q, const uint16_t *kb, int hd, int bs,
+                         int nb, float scale, float *out)
+{
+	float mx = -INFINITY;
+	for (int o = 0; o < nb; o++) {
+		float s = 0;
+		for (int d = 0; d < hd; d++)
+			s += q[d] * llm_f16_to_f32(kb[d * bs + o]);
+		out[o] = s * scale;
+		mx = out[o] > mx ? out[o] : mx;
 	}
+	return mx;
+}
+
+static void pv16_scalar(float *acc, const float *p, const uint16_t *vb, int hd,
+                        int nb)
+{
+	for (int o = 0; o < nb; o++)
+		for (int d = 0; d < hd; d++)
+			acc[d] += p[o] * llm_f16_to_f32(vb[o * hd + d]);
+}
+
+static float exp_sum_scalar(float *x, int n, float mx)
+{
+	float sum = 0;
+	for (int i = 0; i < n; i++) {
+		x[i] = expf(x[i] - mx);
+		sum += x[i];
+	}
+	return sum;
+}
+
+static void swiglu_scalar(float *g, const float *u, int64_t n)
+{
+	for (int64_t i = 0; i < n; i++)
+		g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
 static const struct llm_cpu_kernels k_scalar = {
@@ -77,6 +115,10 @@ static const struct llm_cpu_kernels k_scalar = {
 	},
 	.qk = qk_scalar,
 	.pv = pv_scalar,
+	.qk16 = qk16_scalar,
+	.pv16 = pv16_scalar,
+	.exp_sum = exp_sum_scalar,
+	.swiglu = swiglu_scalar,
 };
 
 #if defined(__x86_64__)
@@ -196,36 +238,180 @@ AVX2_ROWS(rows_f32_avx2, ld8_f32, load_f32)
 AVX2_ROWS(rows_f16_avx2, ld8_f16, load_f16)
 AVX2_ROWS(rows_bf16_avx2, ld8_bf16, load_bf16)
 
-AVX2 static void qk_avx2(const float *q, const float *k, int64_t stride, int n,
-                         int hd, float scale, float *out)
+/*
+ * exp(x) as 2^n * e^r with |r| <= ln2/2: Cephes' degree-6 polynomial for
+ * e^r, Cody-Waite reduction; within 2 ulp of expf over the range used (the
+ * test checks it).  Inputs below -87 flush to ~0, above 88 saturate.
+ */
+#define EXP_C1 0.693359375f
+#define EXP_C2 -2.12194440e-4f
+#define EXP_P0 1.9875691500e-4f
+#define EXP_P1 1.3981999507e-3f
+#define EXP_P2 8.3334519073e-3f
+#define EXP_P3 4.1665795894e-2f
+#define EXP_P4 1.6666665459e-1f
+#define EXP_P5 5.0000001201e-1f
+
+AVX2 static inline __m256 exp8(__m256 x)
 {
-	if (hd % 8) {
-		qk_scalar(q, k, stride, n, hd, scale, out);
-		return;
-	}
-	for (int j = 0; j < n; j++) {
-		const float *kj = k + j * stride;
-		__m256 a = _mm256_setzero_ps();
-		for (int d = 0; d < hd; d += 8)
-			a = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), _mm256_loadu_ps(kj + d), a);
-		out[j] = hsum8(a) * scale;
-	}
+	x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)),
+	                  _mm256_set1_ps(88.0f));
+	__m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)),
+	                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	__m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(EXP_C1), x);
+	r = _mm256_fnmadd_ps(n, _mm256_set1_ps(EXP_C2), r);
+	__m256 p = _mm256_set1_ps(EXP_P0);
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_P1));
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_P2));
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_P3));
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_P4));
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_P5));
+	p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+	__m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n),
+	                                               _mm256_set1_epi32(127)), 23);
+	return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
-AVX2 static void pv_avx2(float *acc, const float *p, const float *v,
-                         int64_t stride, int n, int hd)
+AVX2 static float qk_avx2(const float *q, const float *kb, int hd, int bs, int nb,
+                          float scale, float *out)
 {
-	if (hd % 8) {
-		pv_scalar(acc, p, v, stride, n, hd);
-		return;
+	__m256 mx = _mm256_set1_ps(-INFINITY);
+	int o = 0;
+	for (; o + 8 <= nb; o += 8) {
+		__m256 a0 = _mm256_setzero_ps(), a1 = a0;
+		int d = 0;
+		for (; d + 2 <= hd; d += 2) {
+			a0 = _mm256_fmadd_ps(_mm256_set1_ps(q[d]),
+			                     _mm256_loadu_ps(kb + d * bs + o), a0);
+			a1 = _mm256_fmadd_ps(_mm256_set1_ps(q[d + 1]),
+			                     _mm256_loadu_ps(kb + (d + 1) * bs + o), a1);
+		}
+		for (; d < hd; d++)
+			a0 = _mm256_fmadd_ps(_mm256_set1_ps(q[d]),
+			                     _mm256_loadu_ps(kb + d * bs + o), a0);
+		__m256 r = _mm256_mul_ps(_mm256_add_ps(a0, a1), _mm256_set1_ps(scale));
+		_mm256_storeu_ps(out + o, r);
+		mx = _mm256_max_ps(mx, r);
 	}
-	for (int d = 0; d < hd; d += 8) {
-		__m256 a = _mm256_loadu_ps(acc + d);
-		for (int j = 0; j < n; j++)
-			a = _mm256_fmadd_ps(_mm256_set1_ps(p[j]),
-			                    _mm256_loadu_ps(v + j * stride + d), a);
-		_mm256_storeu_ps(acc + d, a);
+	__m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+	m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+	m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+	float m = _mm_cvtss_f32(m4);
+	if (o < nb) {
+		float t = qk_scalar(q, kb + o, hd, bs, nb - o, scale, out + o);
+		m = t > m ? t : m;
 	}
+	return m;
+}
+
+AVX2 static void pv_avx2(float *acc, const float *p, const float *vb, int hd, int nb)
+{
+	int d = 0;
+	for (; d + 32 <= hd; d += 32) {
+		__m256 a0 = _mm256_loadu_ps(acc + d), a1 = _mm256_loadu_ps(acc + d + 8);
+		__m256 a2 = _mm256_loadu_ps(acc + d + 16), a3 = _mm256_loadu_ps(acc + d + 24);
+		for (int o = 0; o < nb; o++) {
+			__m256 w = _mm256_set1_ps(p[o]);
+			const float *v = vb + o * hd + d;
+			a0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v), a0);
+			a1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 8), a1);
+			a2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 16), a2);
+			a3 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 24), a3);
+		}
+		_mm256_storeu_ps(acc + d, a0);
+		_mm256_storeu_ps(acc + d + 8, a1);
+		_mm256_storeu_ps(acc + d + 16, a2);
+		_mm256_storeu_ps(acc + d + 24, a3);
+	}
+	for (; d + 8 <= hd; d += 8) {
+		__m256 a0 = _mm256_loadu_ps(acc + d);
+		for (int o = 0; o < nb; o++)
+			a0 = _mm256_fmadd_ps(_mm256_set1_ps(p[o]),
+			                     _mm256_loadu_ps(vb + o * hd + d), a0);
+		_mm256_storeu_ps(acc + d, a0);
+	}
+	for (; d < hd; d++)
+		for (int o = 0; o < nb; o++)
+			acc[d] += p[o] * vb[o * hd + d];
+}
+
+AVX2 static float qk16_avx2(const float *q, const uint16_t *kb, int hd, int bs,
+                            int nb, float scale, float *out)
+{
+	__m256 mx = _mm256_set1_ps(-INFINITY);
+	int o = 0;
+	for (; o + 8 <= nb; o += 8) {
+		__m256 a0 = _mm256_setzero_ps(), a1 = a0;
+		int d = 0;
+		for (; d + 2 <= hd; d += 2) {
+			a0 = _mm256_fmadd_ps(_mm256_set1_ps(q[d]), ld8_f16(kb, d * bs + o), a0);
+			a1 = _mm256_fmadd_ps(_mm256_set1_ps(q[d + 1]),
+			                     ld8_f16(kb, (d + 1) * bs + o), a1);
+		}
+		for (; d < hd; d++)
+			a0 = _mm256_fmadd_ps(_mm256_set1_ps(q[d]), ld8_f16(kb, d * bs + o), a0);
+		__m256 r = _mm256_mul_ps(_mm256_add_ps(a0, a1), _mm256_set1_ps(scale));
+		_mm256_storeu_ps(out + o, r);
+		mx = _mm256_max_ps(mx, r);
+	}
+	__m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+	m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+	m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+	float m = _mm_cvtss_f32(m4);
+	if (o < nb) {
+		float t = qk16_scalar(q, kb + o, hd, bs, nb - o, scale, out + o);
+		m = t > m ? t : m;
+	}
+	return m;
+}
+
+AVX2 static void pv16_avx2(float *acc, const float *p, const uint16_t *vb, int hd,
+                           int nb)
+{
+	int d = 0;
+	for (; d + 16 <= hd; d += 16) {
+		__m256 a0 = _mm256_loadu_ps(acc + d), a1 = _mm256_loadu_ps(acc + d + 8);
+		for (int o = 0; o < nb; o++) {
+			__m256 w = _mm256_set1_ps(p[o]);
+			a0 = _mm256_fmadd_ps(w, ld8_f16(vb, o * hd + d), a0);
+			a1 = _mm256_fmadd_ps(w, ld8_f16(vb, o * hd + d + 8), a1);
+		}
+		_mm256_storeu_ps(acc + d, a0);
+		_mm256_storeu_ps(acc + d + 8, a1);
+	}
+	for (; d < hd; d++)
+		for (int o = 0; o < nb; o++)
+			acc[d] += p[o] * llm_f16_to_f32(vb[o * hd + d]);
+}
+
+AVX2 static float exp_sum_avx2(float *x, int n, float mx)
+{
+	__m256 sum = _mm256_setzero_ps(), m = _mm256_set1_ps(mx);
+	int i = 0;
+	for (; i + 8 <= n; i += 8) {
+		__m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), m));
+		_mm256_storeu_ps(x + i, e);
+		sum = _mm256_add_ps(sum, e);
+	}
+	float s = hsum8(sum);
+	for (; i < n; i++) {
+		x[i] = expf(x[i] - mx);
+		s += x[i];
+	}
+	return s;
+}
+
+AVX2 static void swiglu_avx2(float *g, const float *u, int64_t n)
+{
+	int64_t i = 0;
+	__m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+	for (; i + 8 <= n; i += 8) {
+		__m256 x = _mm256_loadu_ps(g + i);
+		__m256 e = exp8(_mm256_sub_ps(zero, x));
+		__m256 y = _mm256_div_ps(x, _mm256_add_ps(one, e));
+		_mm256_storeu_ps(g + i, _mm256_mul_ps(y, _mm256_loadu_ps(u + i)));
+	}
+	swiglu_scalar(g + i, u + i, n - i);
 }
 
 static const struct llm_cpu_kernels k_avx2 = {
@@ -237,6 +423,10 @@ static const struct llm_cpu_kernels k_avx2 = {
 	},
 	.qk = qk_avx2,
 	.pv = pv_avx2,
+	.qk16 = qk16_avx2,
+	.pv16 = pv16_avx2,
+	.exp_sum = exp_sum_avx2,
+	.swiglu = swiglu_avx2,
 };
 
 /* ---------------------------------------------------------------- AVX-512 */
@@ -396,6 +586,193 @@ AVX512_ROWS(rows_f32_avx512, ld16_f32)
 AVX512_ROWS(rows_f16_avx512, ld16_f16)
 AVX512_ROWS(rows_bf16_avx512, ld16_bf16)
 
+AVX512 static inline __m512 exp16(__m512 x)
+{
+	x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)),
+	                  _mm512_set1_ps(88.0f));
+	__m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)),
+	                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	__m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(EXP_C1), x);
+	r = _mm512_fnmadd_ps(n, _mm512_set1_ps(EXP_C2), r);
+	__m512 p = _mm512_set1_ps(EXP_P0);
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_P1));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_P2));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_P3));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_P4));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_P5));
+	p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+	return _mm512_scalef_ps(p, n);
+}
+
+/* Sixteen scores at a time: one key dimension of a block is a vector. */
+AVX512 static float qk_avx512(const float *q, const float *kb, int hd, int bs,
+                              int nb, float scale, float *out)
+{
+	__m512 mx = _mm512_set1_ps(-INFINITY);
+	for (int o = 0; o < nb; o += 16) {
+		__mmask16 m = M16(o, nb);
+		__m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+		int d = 0;
+		for (; d + 4 <= hd; d += 4) {
+			const float *k = kb + d * bs + o;
+			a0 = _mm512_fmadd_ps(_mm512_set1_ps(q[d]), _mm512_maskz_loadu_ps(m, k), a0);
+			a1 = _mm512_fmadd_ps(_mm512_set1_ps(q[d + 1]),
+			                     _mm512_maskz_loadu_ps(m, k + bs), a1);
+			a2 = _mm512_fmadd_ps(_mm512_set1_ps(q[d + 2]),
+			                     _mm512_maskz_loadu_ps(m, k + 2 * bs), a2);
+			a3 = _mm512_fmadd_ps(_mm512_set1_ps(q[d + 3]),
+			                     _mm512_maskz_loadu_ps(m, k + 3 * bs), a3);
+		}
+		for (; d < hd; d++)
+			a0 = _mm512_fmadd_ps(_mm512_set1_ps(q[d]),
+			                     _mm512_maskz_loadu_ps(m, kb + d * bs + o), a0);
+		__m512 sum = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
+		sum = _mm512_mul_ps(sum, _mm512_set1_ps(scale));
+		_mm512_mask_storeu_ps(out + o, m, sum);
+		mx = _mm512_mask_max_ps(mx, m, mx, sum);
+	}
+	return _mm512_reduce_max_ps(mx);
+}
+
+/*
+ * The accumulator stays in registers, 64 dimensions a pass, in two sets
+ * (even and odd positions) so consecutive FMAs do not wait on each other.
+ */
+AVX512 static void pv_avx512(float *acc, const float *p, const float *vb, int hd,
+                             int nb)
+{
+	int d0 = 0;
+	for (; d0 + 64 <= hd; d0 += 64) {
+		__m512 a0 = _mm512_loadu_ps(acc + d0), a1 = _mm512_loadu_ps(acc + d0 + 16);
+		__m512 a2 = _mm512_loadu_ps(acc + d0 + 32), a3 = _mm512_loadu_ps(acc + d0 + 48);
+		__m512 b0 = _mm512_setzero_ps(), b1 = b0, b2 = b0, b3 = b0;
+		int o = 0;
+		for (; o + 2 <= nb; o += 2) {
+			const float *v = vb + o * hd + d0, *u = v + hd;
+			__m512 w = _mm512_set1_ps(p[o]), x = _mm512_set1_ps(p[o + 1]);
+			a0 = _mm512_fmadd_ps(w, _mm512_loadu_ps(v), a0);
+			a1 = _mm512_fmadd_ps(w, _mm512_loadu_ps(v + 16), a1);
+			a2 = _mm512_fmadd_ps(w, _mm512_loadu_ps(v + 32), a2);
+			a3 = _mm512_fmadd_ps(w, _mm512_loadu_ps(v + 48), a3);
+			b0 = _mm512_fmadd_ps(x, _mm512_loadu_ps(u), b0);
+			b1 = _mm512_fmadd_ps(x, _mm512_loadu_ps(u + 16), b1);
+			b2 = _mm512_fmadd_ps(x, _mm512_loadu_ps(u + 32), b2);
+			b3 = _mm512_fmadd_ps(x, _mm512_loadu_ps(u + 48), b3);
+		}
+		if (o < nb) {
+			const float *v = vb + o * hd + d0;
+			__m512 w = _mm512_set1_ps(p[o]);
+			a0 = _mm512_fmadd_ps(w, _mm512_loadu_ps(v), a0);
+			a1 = _mm512_fmadd_ps(w, _mm512_loadu_ps(v + 16), a1);
+			a2 = _mm512_fmadd_ps(w, _mm512_loadu_ps(v + 32), a2);
+			a3 = _mm512_fmadd_ps(w, _mm512_loadu_ps(v + 48), a3);
+		}
+		_mm512_storeu_ps(acc + d0, _mm512_add_ps(a0, b0));
+		_mm512_storeu_ps(acc + d0 + 16, _mm512_add_ps(a1, b1));
+		_mm512_storeu_ps(acc + d0 + 32, _mm512_add_ps(a2, b2));
+		_mm512_storeu_ps(acc + d0 + 48, _mm512_add_ps(a3, b3));
+	}
+	for (; d0 < hd; d0 += 16) {
+		__mmask16 m = M16(d0, hd);
+		__m512 a0 = _mm512_maskz_loadu_ps(m, acc + d0);
+		for (int o = 0; o < nb; o++)
+			a0 = _mm512_fmadd_ps(_mm512_set1_ps(p[o]),
+			                     _mm512_maskz_loadu_ps(m, vb + o * hd + d0), a0);
+		_mm512_mask_storeu_ps(acc + d0, m, a0);
+	}
+}
+
+AVX512 static float qk16_avx512(const float *q, const uint16_t *kb, int hd,
+                                int bs, int nb, float scale, float *out)
+{
+	__m512 mx = _mm512_set1_ps(-INFINITY);
+	for (int o = 0; o < nb; o += 16) {
+		__mmask16 m = M16(o, nb);
+		__m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+		int d = 0;
+		for (; d + 4 <= hd; d += 4) {
+			const uint16_t *k = kb + d * bs + o;
+			a0 = _mm512_fmadd_ps(_mm512_set1_ps(q[d]), ld16_f16(k, 0, m), a0);
+			a1 = _mm512_fmadd_ps(_mm512_set1_ps(q[d + 1]), ld16_f16(k, bs, m), a1);
+			a2 = _mm512_fmadd_ps(_mm512_set1_ps(q[d + 2]), ld16_f16(k, 2 * bs, m), a2);
+			a3 = _mm512_fmadd_ps(_mm512_set1_ps(q[d + 3]), ld16_f16(k, 3 * bs, m), a3);
+		}
+		for (; d < hd; d++)
+			a0 = _mm512_fmadd_ps(_mm512_set1_ps(q[d]), ld16_f16(kb, d * bs + o, m), a0);
+		__m512 sum = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
+		sum = _mm512_mul_ps(sum, _mm512_set1_ps(scale));
+		_mm512_mask_storeu_ps(out + o, m, sum);
+		mx = _mm512_mask_max_ps(mx, m, mx, sum);
+	}
+	return _mm512_reduce_max_ps(mx);
+}
+
+AVX512 static void pv16_avx512(float *acc, const float *p, const uint16_t *vb,
+                               int hd, int nb)
+{
+	int d0 = 0;
+	for (; d0 + 64 <= hd; d0 += 64) {
+		__m512 a0 = _mm512_loadu_ps(acc + d0), a1 = _mm512_loadu_ps(acc + d0 + 16);
+		__m512 a2 = _mm512_loadu_ps(acc + d0 + 32), a3 = _mm512_loadu_ps(acc + d0 + 48);
+		__m512 b0 = _mm512_setzero_ps(), b1 = b0, b2 = b0, b3 = b0;
+		int o = 0;
+		for (; o + 2 <= nb; o += 2) {
+			const uint16_t *v = vb + o * hd + d0, *u = v + hd;
+			__m512 w = _mm512_set1_ps(p[o]), x = _mm512_set1_ps(p[o + 1]);
+			a0 = _mm512_fmadd_ps(w, ld16_f16(v, 0, 0xffff), a0);
+			a1 = _mm512_fmadd_ps(w, ld16_f16(v, 16, 0xffff), a1);
+			a2 = _mm512_fmadd_ps(w, ld16_f16(v, 32, 0xffff), a2);
+			a3 = _mm512_fmadd_ps(w, ld16_f16(v, 48, 0xffff), a3);
+			b0 = _mm512_fmadd_ps(x, ld16_f16(u, 0, 0xffff), b0);
+			b1 = _mm512_fmadd_ps(x, ld16_f16(u, 16, 0xffff), b1);
+			b2 = _mm512_fmadd_ps(x, ld16_f16(u, 32, 0xffff), b2);
+			b3 = _mm512_fmadd_ps(x, ld16_f16(u, 48, 0xffff), b3);
+		}
+		if (o < nb) {
+			const uint16_t *v = vb + o * hd + d0;
+			__m512 w = _mm512_set1_ps(p[o]);
+			a0 = _mm512_fmadd_ps(w, ld16_f16(v, 0, 0xffff), a0);
+			a1 = _mm512_fmadd_ps(w, ld16_f16(v, 16, 0xffff), a1);
+			a2 = _mm512_fmadd_ps(w, ld16_f16(v, 32, 0xffff), a2);
+			a3 = _mm512_fmadd_ps(w, ld16_f16(v, 48, 0xffff), a3);
+		}
+		_mm512_storeu_ps(acc + d0, _mm512_add_ps(a0, b0));
+		_mm512_storeu_ps(acc + d0 + 16, _mm512_add_ps(a1, b1));
+		_mm512_storeu_ps(acc + d0 + 32, _mm512_add_ps(a2, b2));
+		_mm512_storeu_ps(acc + d0 + 48, _mm512_add_ps(a3, b3));
+	}
+	for (; d0 < hd; d0 += 16) {
+		__mmask16 m = M16(d0, hd);
+		__m512 a0 = _mm512_maskz_loadu_ps(m, acc + d0);
+		for (int o = 0; o < nb; o++)
+			a0 = _mm512_fmadd_ps(_mm512_set1_ps(p[o]), ld16_f16(vb, o * hd + d0, m), a0);
+		_mm512_mask_storeu_ps(acc + d0, m, a0);
+	}
+}
+
+AVX512 static float exp_sum_avx512(float *x, int n, float mx)
+{
+	__m512 sum = _mm512_setzero_ps(), m = _mm512_set1_ps(mx);
+	for (int i = 0; i < n; i += 16) {
+		__mmask16 k = M16(i, n);
+		__m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), m));
+		_mm512_mask_storeu_ps(x + i, k, e);
+		sum = _mm512_mask_add_ps(sum, k, sum, e);
+	}
+	return _mm512_reduce_add_ps(sum);
+}
+
+AVX512 static void swiglu_avx512(float *g, const float *u, int64_t n)
+{
+	__m512 one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
+	for (int64_t i = 0; i < n; i += 16) {
+		__mmask16 k = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1);
+		__m512 x = _mm512_maskz_loadu_ps(k, g + i);
+		__m512 y = _mm512_div_ps(x, _mm512_add_ps(one, exp16(_mm512_sub_ps(zero, x))));
+		_mm512_mask_storeu_ps(g + i, k, _mm512_mul_ps(y, _mm512_maskz_loadu_ps(k, u + i)));
+	}
+}
+
 static const struct llm_cpu_kernels k_avx512 = {
 	.isa = "avx512",
 	.rows = {
@@ -403,8 +780,12 @@ static const struct llm_cpu_kernels k_avx512 = {
 		[LLM_F16] = rows_f16_avx512,
 		[LLM_BF16] = rows_bf16_avx512,
 	},
-	.qk = qk_avx2,
-	.pv = pv_avx2,
+	.qk = qk_avx512,
+	.pv = pv_avx512,
+	.qk16 = qk16_avx512,
+	.pv16 = pv16_avx512,
+	.exp_sum = exp_sum_avx512,
+	.swiglu = swiglu_avx512,
 };
 
 #endif /* __x86_64__ */

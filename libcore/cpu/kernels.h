@@ -26,12 +26,21 @@ typedef void (*llm_rows_fn)(const void *w, size_t row_bytes, int64_t n_in,
 struct llm_cpu_kernels {
 	const char *isa;
 	llm_rows_fn rows[LLM_DTYPE_COUNT];   /* NULL: dtype not supported */
-	/* out[j] = scale * dot(q, k + j * stride), j < n (attention scores) */
-	void (*qk)(const float *q, const float *k, int64_t stride, int n, int hd,
-	           float scale, float *out);
-	/* acc += sum_j p[j] * (v + j * stride), j < n (attention values) */
-	void (*pv)(float *acc, const float *p, const float *v, int64_t stride, int n,
-	           int hd);
+	/* Attention over one block of one KV head (layout in kvcache.h):
+	 * out[o] = scale * sum_d q[d] * kb[d * bs + o] for o < nb (the keys
+	 * are dimension-major), and acc[d] += sum_o p[o] * vb[o * hd + d]
+	 * (values slot-major).  qk returns the largest score it wrote. */
+	float (*qk)(const float *q, const float *kb, int hd, int bs, int nb,
+	            float scale, float *out);
+	void (*pv)(float *acc, const float *p, const float *vb, int hd, int nb);
+	/* the same over an f16 cache */
+	float (*qk16)(const float *q, const uint16_t *kb, int hd, int bs, int nb,
+	              float scale, float *out);
+	void (*pv16)(float *acc, const float *p, const uint16_t *vb, int hd, int nb);
+	/* x[i] = exp(x[i] - mx) for i < n; returns their sum (softmax) */
+	float (*exp_sum)(float *x, int n, float mx);
+	/* g[i] = silu(g[i]) * u[i] */
+	void (*swiglu)(float *g, const float *u, int64_t n);
 };
 
 /* The table for an ISA name ("scalar", "avx2", "avx512"); NULL if this CPU

@@ -25,10 +25,10 @@ struct llm_backend;
 struct llm_rope;
 
 /*
- * Attention of n query tokens over a paged KV cache layer.  Token i sits at
- * position pos[i] of a sequence whose KV rows for positions 0..pos[i] are at
- * slots table[i][p / block_size] * block_size + p % block_size; slot s of
- * the layer's keys starts at k + s * n_head_kv * head_dim (likewise v).
+ * Attention of n query tokens over a paged KV cache layer (laid out as
+ * kvcache.h says: per block and KV head, keys dimension-major, values
+ * slot-major).  Token i sits at position pos[i] of a sequence whose
+ * positions 0..pos[i] are in the blocks table[i][0], table[i][1], ...
  * Query heads share KV heads in groups (GQA): head h reads KV head
  * h / (n_head / n_head_kv).
  */
@@ -39,7 +39,8 @@ struct llm_attn_batch {
 	const int32_t *pos;           /* (n_tokens) */
 	const int32_t *const *table;  /* (n_tokens) block table of each token's sequence */
 	int block_size;
-	const float *k, *v;           /* this layer's cache */
+	enum llm_dtype kv_type;       /* LLM_F32 or LLM_F16 */
+	const void *k, *v;            /* this layer's cache */
 };
 
 struct llm_backend_ops {
@@ -71,9 +72,12 @@ struct llm_backend_ops {
 	/* Rotate the first rope->n_rot dims of each head of each row, in place. */
 	void (*rope)(struct llm_backend *be, float *x, const int32_t *pos, int n,
 	             int n_head, int head_dim, const struct llm_rope *rope);
-	/* cache row slots[i] = src row i (dim floats each). */
-	void (*kv_store)(struct llm_backend *be, float *cache, const float *src,
-	                 const int32_t *slots, int n, int dim);
+	/* Keys and values of token i (rows of n_head_kv * head_dim) into slot
+	 * slots[i] of a layer's cache, in the cache's layout and type. */
+	void (*kv_store)(struct llm_backend *be, void *k_cache, void *v_cache,
+	                 enum llm_dtype type, const float *k, const float *v,
+	                 const int32_t *slots, int n, int n_head_kv, int head_dim,
+	                 int block_size);
 	/* out (n x n_head*head_dim) = softmax(q k^T * scale) v, causal. */
 	void (*attention)(struct llm_backend *be, const struct llm_attn_batch *ab,
 	                  const float *q, float *out);

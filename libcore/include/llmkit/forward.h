@@ -20,6 +20,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "llmkit/tensor.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -53,6 +55,8 @@ struct llm_ctx_params {
 	int kv_block_size;    /* default 16 */
 	int kv_blocks;        /* 0: from kv_mem, else enough for n_seq_max full contexts capped by 1 GiB */
 	uint64_t kv_mem;      /* bytes for the KV cache when kv_blocks is 0 */
+	enum llm_dtype kv_type; /* LLM_F16 (default: half the memory and traffic)
+	                           or LLM_F32 */
 };
 
 void llm_ctx_params_default(struct llm_ctx_params *p);

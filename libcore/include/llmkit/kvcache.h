@@ -8,14 +8,20 @@
  * counts.  A block shared by several sequences is copied before one of them
  * writes into it (copy-on-write), so forks never see each other's tokens.
  *
- * Memory: for each layer, k and v are arrays of n_blocks * block_size
- * slots of n_head_kv * head_dim floats; physical slot of position p of a
- * sequence = table[p / block_size] * block_size + p % block_size.
+ * Memory: for each layer, k and v are arrays of n_blocks blocks; position
+ * p of a sequence is slot o = p % block_size of physical block
+ * b = table[p / block_size].  Within a block, each KV head has its own
+ * region (block_size * head_dim floats): keys dimension-major, so the keys
+ * of one dimension for all slots of a block are adjacent (attention takes
+ * a vector of scores at a time), values slot-major (one value row per
+ * slot).  llm_kv_k_off / llm_kv_v_off give the offsets.
  */
 #ifndef LLMKIT_KVCACHE_H
 #define LLMKIT_KVCACHE_H
 
 #include <stdint.h>
+
+#include "llmkit/tensor.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -26,11 +32,13 @@ struct llm_kvcache;
 
 struct llm_kv_params {
 	int n_layer;
-	int kv_dim;           /* n_head_kv * head_dim */
+	int n_head_kv;
+	int head_dim;
 	int block_size;       /* positions per block (default 16) */
 	int n_blocks;         /* physical blocks in the pool */
 	int max_seqs;         /* sequence ids 0 .. max_seqs-1 */
 	int max_pos;          /* positions per sequence (the context size) */
+	enum llm_dtype type;  /* LLM_F32 (the zero default) or LLM_F16 */
 };
 
 int llm_kv_init(struct llm_kvcache **out, const struct llm_kv_params *p,
@@ -39,6 +47,21 @@ void llm_kv_free(struct llm_kvcache *kv);
 
 /* Bytes a cache of these parameters takes. */
 uint64_t llm_kv_bytes(const struct llm_kv_params *p);
+const struct llm_kv_params *llm_kv_params(const struct llm_kvcache *kv);
+
+/* Offsets (floats, within a layer's k or v) of dimension d of KV head h at
+ * slot b * block_size + o. */
+static inline int64_t llm_kv_k_off(const struct llm_kv_params *p, int64_t b,
+                                   int o, int h, int d)
+{
+	return ((b * p->n_head_kv + h) * p->head_dim + d) * p->block_size + o;
+}
+
+static inline int64_t llm_kv_v_off(const struct llm_kv_params *p, int64_t b,
+                                   int o, int h, int d)
+{
+	return ((b * p->n_head_kv + h) * p->block_size + o) * p->head_dim + d;
+}
 
 /* A new empty sequence: its id, or LLM_ENOMEM when all ids are in use. */
 int llm_kv_seq_new(struct llm_kvcache *kv);
@@ -71,9 +94,10 @@ int llm_kv_n_free_blocks(const struct llm_kvcache *kv);
 int llm_kv_max_pos(const struct llm_kvcache *kv);
 int llm_kv_max_seqs(const struct llm_kvcache *kv);
 int llm_kv_block_refs(const struct llm_kvcache *kv, int block);
-/* Layer storage (backend memory). */
-float *llm_kv_k(struct llm_kvcache *kv, int layer);
-float *llm_kv_v(struct llm_kvcache *kv, int layer);
+/* Layer storage (backend memory), elements of the cache's type; offsets
+ * from llm_kv_k_off / llm_kv_v_off count elements. */
+void *llm_kv_k(struct llm_kvcache *kv, int layer);
+void *llm_kv_v(struct llm_kvcache *kv, int layer);
 
 #ifdef __cplusplus
 }
