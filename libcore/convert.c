@@ -1591,7 +1591,7 @@ int llm_convert_open_llama2c(struct llm_convert **out, const char *model,
 	}
 	if ((rc = cv_input(c, model)) || (rc = cv_input(c, c->opts.tok_llama2c)))
 		goto cleanup;
-	if ((rc = llm_map_file(&c->map, model, false)) || (rc = l2c_header(model, &c->map, &h)))
+	if ((rc = llm_map_file(&c->map, model, 0)) || (rc = l2c_header(model, &c->map, &h)))
 		goto cleanup;
 	int dt = c->opts.dtype < 0 ? LLM_F32 : c->opts.dtype;
 

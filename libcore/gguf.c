@@ -40,7 +40,7 @@ struct llm_gguf {
 	char *path;
 	const unsigned char *buf;
 	size_t size;
-	bool mapped, owned;
+	struct llm_map map;     /* what holds the bytes */
 	uint32_t version;
 	size_t alignment;
 	size_t data_offset;
@@ -485,56 +485,52 @@ static int finish_open(struct llm_gguf *g, struct llm_gguf **out)
 	return 0;
 }
 
+/* A gguf over the bytes m holds; takes m over, also on failure. */
+static int open_map(struct llm_gguf **out, struct llm_map *m, const char *name)
+{
+	struct llm_gguf *g = calloc(1, sizeof(*g));
+	if (!g || !(g->path = strdup(name))) {
+		free(g);
+		llm_unmap(m);
+		return llm_error(LLM_ENOMEM, "gguf: %s: out of memory", name);
+	}
+	g->map = *m;
+	g->buf = m->data ? m->data : (const unsigned char *)"";
+	g->size = m->size;
+	return finish_open(g, out);
+}
+
 int llm_gguf_from_memory(struct llm_gguf **out, const void *data, size_t size,
                          const char *name, bool own)
 {
-	struct llm_gguf *g = calloc(1, sizeof(*g));
+	struct llm_map m;
+
 	if (!name)
 		name = "<memory>";
-	if (!g) {
-		if (own)
-			free((void *)data);
-		return llm_error(LLM_ENOMEM, "gguf: %s: out of memory", name);
-	}
-	g->path = strdup(name);
-	if (own) {
-		g->buf = data;
-	} else {
+	if (!own) {
 		void *copy = malloc(size ? size : 1);
-		if (copy)
-			memcpy(copy, data, size);
-		g->buf = copy;
+		if (!copy)
+			return llm_error(LLM_ENOMEM, "gguf: %s: out of memory", name);
+		memcpy(copy, data, size);
+		data = copy;
 	}
-	g->owned = true;
-	g->size = size;
-	if (!g->path || !g->buf) {
-		llm_gguf_free(g);
-		return llm_error(LLM_ENOMEM, "gguf: %s: out of memory", name);
-	}
-	return finish_open(g, out);
+	llm_map_heap(&m, data, size);
+	return open_map(out, &m, name);
+}
+
+int llm_gguf_open_ex(struct llm_gguf **out, const char *path, unsigned flags)
+{
+	struct llm_map m;
+	int rc = llm_map_file(&m, path, flags | LLM_MAP_STREAMS);
+
+	if (rc)
+		return rc;
+	return open_map(out, &m, strcmp(path, "-") ? path : "standard input");
 }
 
 int llm_gguf_open(struct llm_gguf **out, const char *path)
 {
-	struct llm_map m;
-	int rc = llm_map_file(&m, path, true);
-
-	if (rc)
-		return rc;
-	if (!m.mapped && m.data)   /* a pipe: the buffer becomes the gguf's */
-		return llm_gguf_from_memory(out, m.data, m.size,
-		                            strcmp(path, "-") ? path : "standard input",
-		                            true);
-	struct llm_gguf *g = calloc(1, sizeof(*g));
-	if (!g || !(g->path = strdup(path))) {
-		free(g);
-		llm_unmap(&m);
-		return llm_error(LLM_ENOMEM, "gguf: %s: out of memory", path);
-	}
-	g->buf = m.data ? m.data : (const unsigned char *)"";
-	g->size = m.size;
-	g->mapped = m.data != NULL;
-	return finish_open(g, out);
+	return llm_gguf_open_ex(out, path, 0);
 }
 
 void llm_gguf_free(struct llm_gguf *g)
@@ -556,10 +552,7 @@ void llm_gguf_free(struct llm_gguf *g)
 	for (int64_t i = 0; i < g->n_tensors; i++)
 		free(g->tensors[i].name);
 	free(g->tensors);
-	if (g->mapped)
-		munmap((void *)g->buf, g->size);
-	else if (g->owned)
-		free((void *)g->buf);
+	llm_unmap(&g->map);
 	free(g->path);
 	free(g);
 }

@@ -13,6 +13,7 @@
 #include "llmkit/error.h"
 #include "llmkit/gguf.h"
 #include "llmkit/model.h"
+#include "llmkit/util.h"
 
 const char *llm_arch_name(enum llm_arch a)
 {
@@ -359,8 +360,15 @@ fail:
 
 int llm_model_load(struct llm_model **out, const char *path)
 {
+	struct llm_model_params p = { .use_mmap = false };
+	return llm_model_load_ex(out, path, &p);
+}
+
+int llm_model_load_ex(struct llm_model **out, const char *path,
+                      const struct llm_model_params *p)
+{
 	struct llm_gguf *g;
-	int rc = llm_gguf_open(&g, path);
+	int rc = llm_gguf_open_ex(&g, path, p->use_mmap ? 0 : LLM_MAP_PRIVATE);
 	if (rc)
 		return rc;
 	rc = llm_model_from_gguf(out, g);

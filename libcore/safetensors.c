@@ -50,7 +50,7 @@ struct llm_safetensors {
 	char *path;
 	const unsigned char *buf;
 	size_t size;
-	bool mapped, owned;
+	struct llm_map map;     /* what holds the bytes */
 	struct llm_safetensors_tensor *ts;
 	int64_t n_tensors;
 	char **meta_keys, **meta_vals;
@@ -248,52 +248,48 @@ static int finish_open(struct llm_safetensors *st, struct llm_safetensors **out)
 	return 0;
 }
 
+/* A reader over the bytes m holds; takes m over, also on failure. */
+static int open_map(struct llm_safetensors **out, struct llm_map *m,
+                    const char *name)
+{
+	struct llm_safetensors *st = calloc(1, sizeof(*st));
+	if (!st || !(st->path = strdup(name))) {
+		free(st);
+		llm_unmap(m);
+		return llm_error(LLM_ENOMEM, "safetensors: out of memory");
+	}
+	st->map = *m;
+	st->buf = m->data ? m->data : (const unsigned char *)"";
+	st->size = m->size;
+	return finish_open(st, out);
+}
+
 int llm_safetensors_open(struct llm_safetensors **out, const char *path)
 {
 	struct llm_map m;
 	int rc;
 
 	*out = NULL;
-	if ((rc = llm_map_file(&m, path, false)))
+	if ((rc = llm_map_file(&m, path, 0)))
 		return rc;
-	struct llm_safetensors *st = calloc(1, sizeof(*st));
-	if (!st || !(st->path = strdup(path))) {
-		free(st);
-		llm_unmap(&m);
-		return llm_error(LLM_ENOMEM, "safetensors: out of memory");
-	}
-	st->buf = m.data ? m.data : (const unsigned char *)"";
-	st->size = m.size;
-	st->mapped = m.mapped;
-	return finish_open(st, out);
+	return open_map(out, &m, path);
 }
 
 int llm_safetensors_from_memory(struct llm_safetensors **out, const void *data,
                                 size_t size, const char *name, bool own)
 {
+	struct llm_map m;
+
 	*out = NULL;
-	struct llm_safetensors *st = calloc(1, sizeof(*st));
-	if (!st || !(st->path = strdup(name ? name : "<memory>"))) {
-		free(st);
-		if (own)
-			free((void *)data);
-		return llm_error(LLM_ENOMEM, "safetensors: out of memory");
-	}
-	if (own) {
-		st->buf = data;
-	} else {
+	if (!own) {
 		void *copy = malloc(size ? size : 1);
-		if (!copy) {
-			free(st->path);
-			free(st);
+		if (!copy)
 			return llm_error(LLM_ENOMEM, "safetensors: out of memory");
-		}
 		memcpy(copy, data, size);
-		st->buf = copy;
+		data = copy;
 	}
-	st->owned = true;
-	st->size = size;
-	return finish_open(st, out);
+	llm_map_heap(&m, data, size);
+	return open_map(out, &m, name ? name : "<memory>");
 }
 
 void llm_safetensors_free(struct llm_safetensors *st)
@@ -309,10 +305,7 @@ void llm_safetensors_free(struct llm_safetensors *st)
 	}
 	free(st->meta_keys);
 	free(st->meta_vals);
-	if (st->mapped)
-		munmap((void *)st->buf, st->size);
-	else if (st->owned)
-		free((void *)st->buf);
+	llm_unmap(&st->map);
 	free(st->path);
 	free(st);
 }

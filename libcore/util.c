@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -261,10 +262,51 @@ static int read_fd(int fd, const char *path, unsigned char **out, size_t *size)
 	return 0;
 }
 
-int llm_map_file(struct llm_map *m, const char *path, bool streams)
+/* A regular file read into fresh 2 MiB-aligned anonymous memory. */
+static int read_private(struct llm_map *m, int fd, const char *path, size_t size)
+{
+	const size_t huge = 2u << 20;
+	size_t span = (size + huge - 1) & ~(huge - 1);
+	unsigned char *p = mmap(NULL, span + huge, PROT_READ | PROT_WRITE,
+	                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return llm_error(LLM_ENOMEM, "%s: cannot allocate %zu bytes", path, size);
+	/* trim to a 2 MiB-aligned span so whole huge pages back it */
+	unsigned char *al = (unsigned char *)(((uintptr_t)p + huge - 1) & ~(uintptr_t)(huge - 1));
+	if (al > p)
+		munmap(p, (size_t)(al - p));
+	if (al + span < p + span + huge)
+		munmap(al + span, (size_t)(p + span + huge - (al + span)));
+#ifdef MADV_HUGEPAGE
+	madvise(al, span, MADV_HUGEPAGE);
+#endif
+	size_t done = 0;
+	while (done < size) {
+		size_t want = size - done < (64u << 20) ? size - done : (64u << 20);
+		ssize_t got = pread(fd, al + done, want, (off_t)done);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0) {
+			int rc = llm_error(LLM_EIO, "%s: read failed: %s", path,
+			                   got < 0 ? strerror(errno) : "file shrank while read");
+			munmap(al, span);
+			return rc;
+		}
+		done += (size_t)got;
+	}
+	mprotect(al, span, PROT_READ);
+	m->data = al;
+	m->size = size;
+	m->span = span;
+	m->kind = LLM_MAP_ANON;
+	return 0;
+}
+
+int llm_map_file(struct llm_map *m, const char *path, unsigned flags)
 {
 	struct stat st;
 	bool is_stdin = !strcmp(path, "-");
+	bool streams = flags & LLM_MAP_STREAMS;
 	int fd, rc = 0;
 
 	memset(m, 0, sizeof(*m));
@@ -283,8 +325,12 @@ int llm_map_file(struct llm_map *m, const char *path, bool streams)
 		if (!streams)
 			rc = llm_error(LLM_EIO, "%s: not a regular file", path);
 		else if ((rc = read_fd(fd, is_stdin ? "standard input" : path, &buf,
-		                       &m->size)) == 0)
+		                       &m->size)) == 0) {
 			m->data = buf;
+			m->kind = LLM_MAP_HEAP;
+		}
+	} else if (st.st_size > 0 && (flags & LLM_MAP_PRIVATE)) {
+		rc = read_private(m, fd, path, (size_t)st.st_size);
 	} else if (st.st_size > 0) {
 		void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
 		if (p == MAP_FAILED) {
@@ -292,7 +338,7 @@ int llm_map_file(struct llm_map *m, const char *path, bool streams)
 		} else {
 			m->data = p;
 			m->size = (size_t)st.st_size;
-			m->mapped = true;
+			m->kind = LLM_MAP_FILE;
 		}
 	}
 	if (!is_stdin)
@@ -302,11 +348,28 @@ int llm_map_file(struct llm_map *m, const char *path, bool streams)
 
 void llm_unmap(struct llm_map *m)
 {
-	if (m->mapped)
+	switch (m->kind) {
+	case LLM_MAP_FILE:
 		munmap((void *)m->data, m->size);
-	else
+		break;
+	case LLM_MAP_ANON:
+		munmap((void *)m->data, m->span);
+		break;
+	case LLM_MAP_HEAP:
 		free((void *)m->data);
+		break;
+	case LLM_MAP_NONE:
+		break;
+	}
 	memset(m, 0, sizeof(*m));
+}
+
+void llm_map_heap(struct llm_map *m, const void *data, size_t size)
+{
+	m->data = data;
+	m->size = size;
+	m->kind = data ? LLM_MAP_HEAP : LLM_MAP_NONE;
+	m->span = 0;
 }
 
 static int read_stream(FILE *f, const char *name, char **data, size_t *size)

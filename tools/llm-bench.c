@@ -45,7 +45,7 @@ static const char *prog = "llm-bench";
 
 enum {
 	OPT_FULL_PREFILL = 256, OPT_NO_WARMUP, OPT_MEMBW, OPT_MEMBW_SIZE,
-	OPT_STRATEGIES, OPT_PROMPTS, OPT_NO_THROUGHPUT, OPT_N_BATCH, OPT_KV_BLOCK, OPT_KV_TYPE,
+	OPT_STRATEGIES, OPT_PROMPTS, OPT_NO_THROUGHPUT, OPT_N_BATCH, OPT_KV_BLOCK, OPT_KV_TYPE, OPT_MMAP,
 };
 
 static const struct llm_opt opts[] = {
@@ -77,6 +77,8 @@ static const struct llm_opt opts[] = {
 	                                    "512)" },
 	{ OPT_KV_BLOCK, "kv-block", "N", "positions per KV cache block (default: 16)" },
 	{ OPT_KV_TYPE, "kv-type", "TYPE", "KV cache element type: f16 or f32 (default: f16)" },
+	{ OPT_MMAP, "mmap", NULL, "map the model instead of reading it into memory on "
+	                          "huge pages (starts at once, decodes slower)" },
 	{ 'o', "output", "FMT", "\nOutput\ntable, csv or json (default: table)" },
 	{ 'v', "verbose", NULL, "progress on stderr" },
 	{ 0 }
@@ -102,6 +104,7 @@ struct options {
 	const char *model;
 	int n_prompt, n_gen, reps, threads, n_batch, kv_block, n_prompts;
 	enum llm_dtype kv_type;
+	bool mmap;
 	int batches[MAX_BATCHES], n_batches;
 	bool full_prefill, warmup, membw, strategies, throughput, verbose;
 	uint64_t membw_size, seed;
@@ -183,6 +186,7 @@ static void parse_options(int argc, char **argv, struct options *o)
 		case OPT_PROMPTS: die_rc(llm_parse_int("--prompts", arg, 1, 8, &o->n_prompts)); break;
 		case OPT_N_BATCH: die_rc(llm_parse_int("--batch-tokens", arg, 1, 1 << 20,
 		                                       &o->n_batch)); break;
+		case OPT_MMAP: o->mmap = true; break;
 		case OPT_KV_TYPE:
 			if (strcmp(arg, "f16") && strcmp(arg, "f32"))
 				llm_cli_usage_error(&cli, "--kv-type: '%s' (f16 or f32)", arg);
@@ -937,7 +941,7 @@ int main(int argc, char **argv)
 	parse_options(argc, argv, &o);
 	if ((rc = llm_find_model(o.model ? o.model : LLM_DEFAULT_MODEL, b.path,
 	                         sizeof(b.path))) ||
-	    (rc = llm_model_load(&b.m, b.path)))
+	    (rc = llm_model_load_ex(&b.m, b.path, &(struct llm_model_params){ .use_mmap = o.mmap })))
 		goto fail;
 	if (o.strategies && (rc = llm_tokenizer_from_gguf(&b.tok, b.m->gguf))) {
 		rc = llm_error_prefix(rc, "%s: --strategies needs the model's tokenizer",

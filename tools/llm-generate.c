@@ -30,7 +30,7 @@ enum {
 	OPT_BEAMS, OPT_LENGTH_PENALTY, OPT_NO_EARLY_STOP, OPT_STOP, OPT_IGNORE_EOS,
 	OPT_NO_BOS, OPT_SPECIAL, OPT_ECHO, OPT_JSON, OPT_CHAT, OPT_CHAT_TEMPLATE,
 	OPT_SYSTEM, OPT_PROMPTS, OPT_N_BATCH, OPT_LOGPROBS, OPT_NO_STREAM,
-	OPT_KV_BLOCK, OPT_KV_TYPE,
+	OPT_KV_BLOCK, OPT_KV_TYPE, OPT_MMAP,
 };
 
 static const struct llm_opt opts[] = {
@@ -88,6 +88,8 @@ static const struct llm_opt opts[] = {
 	{ OPT_N_BATCH, "batch-tokens", "N", "most tokens per forward pass (default: 512)" },
 	{ OPT_KV_BLOCK, "kv-block", "N", "positions per KV cache block (default: 16)" },
 	{ OPT_KV_TYPE, "kv-type", "TYPE", "KV cache element type: f16 or f32 (default: f16)" },
+	{ OPT_MMAP, "mmap", NULL, "map the model instead of reading it into memory on "
+	                          "huge pages (starts at once, decodes slower)" },
 	{ 0 }
 };
 
@@ -113,6 +115,7 @@ struct options {
 	const char *chat_template, *system;
 	int n_ctx, threads, n_batch, kv_block;
 	enum llm_dtype kv_type;
+	bool mmap;
 	struct llm_gen_params gp;
 	char *stops[LLM_MAX_STOP];
 };
@@ -227,6 +230,7 @@ static void parse_options(int argc, char **argv, struct options *o)
 		                                     &o->threads)); break;
 		case OPT_N_BATCH: die_usage_rc(llm_parse_int("--batch-tokens", arg, 1,
 		                                             1 << 20, &o->n_batch)); break;
+		case OPT_MMAP: o->mmap = true; break;
 		case OPT_KV_TYPE:
 			if (strcmp(arg, "f16") && strcmp(arg, "f32"))
 				llm_cli_usage_error(&cli, "--kv-type: '%s' (f16 or f32)", arg);
@@ -880,7 +884,7 @@ int main(int argc, char **argv)
 
 	if ((rc = llm_find_model(o.model ? o.model : LLM_DEFAULT_MODEL, path,
 	                         sizeof(path))) ||
-	    (rc = llm_model_load(&s.m, path)))
+	    (rc = llm_model_load_ex(&s.m, path, &(struct llm_model_params){ .use_mmap = o.mmap })))
 		goto fail;
 	g = s.m->gguf;
 	if ((rc = llm_tokenizer_from_gguf(&s.tok, g)))

@@ -54,6 +54,9 @@ struct llm_gguf;
 
 /* Open a file (mapped read-only) or "-" (standard input, read whole). */
 int llm_gguf_open(struct llm_gguf **out, const char *path);
+/* The same with llm_map_file flags (util.h): LLM_MAP_PRIVATE reads the
+ * file into private memory on huge pages instead of mapping it. */
+int llm_gguf_open_ex(struct llm_gguf **out, const char *path, unsigned flags);
 /* Parse a buffer; the buffer is copied unless own is true, in which case
  * it must come from malloc and is freed with the gguf. */
 int llm_gguf_from_memory(struct llm_gguf **out, const void *data, size_t size,

@@ -49,21 +49,39 @@ void llm_ofile_abort(struct llm_ofile *o);
 bool llm_same_file(const char *a, const char *b);
 
 /*
- * A whole input file in memory, read-only.  A regular file is mapped.  With
- * streams set, a pipe, a device or "-" (standard input) is read whole from
- * its descriptor instead - opened once: reopening a FIFO would leave it
- * without a reader for a moment, and a writer caught then dies of SIGPIPE;
- * without it they are LLM_EIO ("not a regular file").  llm_unmap releases
- * either kind.
+ * A whole input file in memory, read-only.  By default a regular file is
+ * mapped.  Flags:
+ *
+ *   LLM_MAP_STREAMS  also take a pipe, a device or "-" (standard input),
+ *                    read whole from its descriptor - opened once:
+ *                    reopening a FIFO would leave it without a reader for a
+ *                    moment, and a writer caught then dies of SIGPIPE.
+ *                    Without it they are LLM_EIO ("not a regular file").
+ *   LLM_MAP_PRIVATE  read a regular file into private memory on 2 MiB pages
+ *                    instead of mapping it.  Costs the read at load time;
+ *                    pays it back wherever the data is streamed over again
+ *                    and again (model weights), since 4 KiB pages make every
+ *                    page of it a TLB miss - and on virtual machines each
+ *                    miss a two-level page walk.
+ *
+ * llm_unmap releases any kind.
  */
+enum llm_map_kind { LLM_MAP_NONE, LLM_MAP_HEAP, LLM_MAP_FILE, LLM_MAP_ANON };
+
 struct llm_map {
 	const unsigned char *data;
 	size_t size;
-	bool mapped;      /* else malloc'd (the caller may take it over) */
+	enum llm_map_kind kind;
+	size_t span;          /* bytes mapped (LLM_MAP_ANON) */
 };
 
-int llm_map_file(struct llm_map *m, const char *path, bool streams);
+#define LLM_MAP_STREAMS 1u
+#define LLM_MAP_PRIVATE 2u
+
+int llm_map_file(struct llm_map *m, const char *path, unsigned flags);
 void llm_unmap(struct llm_map *m);
+/* Adopt a malloc'd buffer (released with free() by llm_unmap). */
+void llm_map_heap(struct llm_map *m, const void *data, size_t size);
 
 /* Read a whole file ("-" = stdin); .gz (by magic) is inflated.  The buffer
  * is NUL-terminated (not counted in *size) and must be freed. */
