@@ -362,8 +362,7 @@ static void layer_forward(struct llm_ctx *c, int il, const struct chunk *ch)
 	op->rope(be, c->q, pos, n, hp->n_head, hp->head_dim, &hp->rope);
 	op->rope(be, c->k, pos, n, hp->n_head_kv, hp->head_dim, &hp->rope);
 	op->kv_store(be, llm_kv_k(c->kv, il), llm_kv_v(c->kv, il),
-	             llm_kv_params(c->kv)->type, c->k, c->v, c->slots, n,
-	             hp->n_head_kv, hp->head_dim, llm_kv_block_size(c->kv));
+	             llm_kv_params(c->kv), c->k, c->v, c->slots, n);
 
 	struct llm_attn_batch ab = {
 		.n_tokens = n,
@@ -374,6 +373,7 @@ static void layer_forward(struct llm_ctx *c, int il, const struct chunk *ch)
 		.pos = pos,
 		.table = c->tables,
 		.block_size = llm_kv_block_size(c->kv),
+		.n_blocks = llm_kv_n_blocks(c->kv),
 		.kv_type = llm_kv_params(c->kv)->type,
 		.k = llm_kv_k(c->kv, il),
 		.v = llm_kv_v(c->kv, il),

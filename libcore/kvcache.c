@@ -200,15 +200,19 @@ const struct llm_kv_params *llm_kv_params(const struct llm_kvcache *kv)
 	return &kv->p;
 }
 
-/* A block is one contiguous region in each layer's k and v. */
+/* A block is one contiguous region per head in each layer's k and v. */
 static void copy_block(struct llm_kvcache *kv, int32_t dst, int32_t src)
 {
-	size_t bytes = (size_t)kv->p.block_size * kv->p.n_head_kv * kv->p.head_dim *
-	               kv->elem;
-	for (int l = 0; l < kv->p.n_layer; l++) {
+	const struct llm_kv_params *p = &kv->p;
+	size_t bytes = (size_t)p->block_size * p->head_dim * kv->elem;
+	for (int l = 0; l < p->n_layer; l++) {
 		char *k = kv->k[l], *v = kv->v[l];
-		kv->be->ops->copy(kv->be, k + dst * bytes, k + src * bytes, bytes);
-		kv->be->ops->copy(kv->be, v + dst * bytes, v + src * bytes, bytes);
+		for (int h = 0; h < p->n_head_kv; h++) {
+			kv->be->ops->copy(kv->be, k + llm_kv_k_off(p, dst, 0, h, 0) * kv->elem,
+			                  k + llm_kv_k_off(p, src, 0, h, 0) * kv->elem, bytes);
+			kv->be->ops->copy(kv->be, v + llm_kv_v_off(p, dst, 0, h, 0) * kv->elem,
+			                  v + llm_kv_v_off(p, src, 0, h, 0) * kv->elem, bytes);
+		}
 	}
 }
 

@@ -198,7 +198,8 @@ START_TEST(attention_op_matches_naive)
 	for (int half = 0; half < 2; half++) {
 	struct llm_backend *be;
 	int n_head = 4, n_kv = 2, hd = 16, bs = 4, n_pos = 11;
-	struct llm_kv_params lp = { .n_head_kv = n_kv, .head_dim = hd, .block_size = bs };
+	struct llm_kv_params lp = { .n_head_kv = n_kv, .head_dim = hd, .block_size = bs,
+	                            .n_blocks = 6 };
 	int32_t table[3] = { 5, 0, 2 };    /* physical blocks out of order */
 	int32_t pos[2] = { 6, 10 };
 	const int32_t *tables[2] = { table, table };
@@ -218,8 +219,8 @@ START_TEST(attention_op_matches_naive)
 			}
 	for (int p = 0; p < n_pos; p++) {
 		int32_t slot = table[p / bs] * bs + p % bs;
-		be->ops->kv_store(be, k, v, type, &kr[p][0][0], &vr[p][0][0], &slot, 1,
-		                  n_kv, hd, bs);
+		lp.type = type;
+		be->ops->kv_store(be, k, v, &lp, &kr[p][0][0], &vr[p][0][0], &slot, 1);
 	}
 	/* the layout kvcache.h documents; then the reference sees what the
 	 * cache holds (values rounded to half for an f16 cache) */
@@ -242,7 +243,7 @@ START_TEST(attention_op_matches_naive)
 	struct llm_attn_batch ab = {
 		.n_tokens = 2, .n_head = n_head, .n_head_kv = n_kv, .head_dim = hd,
 		.scale = 0.25f, .pos = pos, .table = tables, .block_size = bs,
-		.kv_type = type, .k = k, .v = v,
+		.n_blocks = 6, .kv_type = type, .k = k, .v = v,
 	};
 	be->ops->attention(be, &ab, q, out);
 	for (int t = 0; t < 2; t++)

@@ -23,6 +23,7 @@ extern "C" {
 
 struct llm_backend;
 struct llm_rope;
+struct llm_kv_params;
 
 /*
  * Attention of n query tokens over a paged KV cache layer (laid out as
@@ -39,6 +40,7 @@ struct llm_attn_batch {
 	const int32_t *pos;           /* (n_tokens) */
 	const int32_t *const *table;  /* (n_tokens) block table of each token's sequence */
 	int block_size;
+	int n_blocks;                 /* blocks in the cache (its layout needs it) */
 	enum llm_dtype kv_type;       /* LLM_F32 or LLM_F16 */
 	const void *k, *v;            /* this layer's cache */
 };
@@ -75,9 +77,8 @@ struct llm_backend_ops {
 	/* Keys and values of token i (rows of n_head_kv * head_dim) into slot
 	 * slots[i] of a layer's cache, in the cache's layout and type. */
 	void (*kv_store)(struct llm_backend *be, void *k_cache, void *v_cache,
-	                 enum llm_dtype type, const float *k, const float *v,
-	                 const int32_t *slots, int n, int n_head_kv, int head_dim,
-	                 int block_size);
+	                 const struct llm_kv_params *kvp, const float *k,
+	                 const float *v, const int32_t *slots, int n);
 	/* out (n x n_head*head_dim) = softmax(q k^T * scale) v, causal. */
 	void (*attention)(struct llm_backend *be, const struct llm_attn_batch *ab,
 	                  const float *q, float *out);

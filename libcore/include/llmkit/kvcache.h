@@ -8,13 +8,14 @@
  * counts.  A block shared by several sequences is copied before one of them
  * writes into it (copy-on-write), so forks never see each other's tokens.
  *
- * Memory: for each layer, k and v are arrays of n_blocks blocks; position
- * p of a sequence is slot o = p % block_size of physical block
- * b = table[p / block_size].  Within a block, each KV head has its own
- * region (block_size * head_dim floats): keys dimension-major, so the keys
- * of one dimension for all slots of a block are adjacent (attention takes
- * a vector of scores at a time), values slot-major (one value row per
- * slot).  llm_kv_k_off / llm_kv_v_off give the offsets.
+ * Memory: for each layer, k and v hold, for each KV head, n_blocks blocks
+ * of block_size slots; position p of a sequence is slot o = p % block_size
+ * of physical block b = table[p / block_size].  Head-major so that one
+ * head's keys over consecutive blocks are one contiguous stream (reading
+ * scattered 2 KiB pieces runs at a third of the speed of reading long
+ * ones).  Within a block, keys are dimension-major - the keys of one
+ * dimension for all slots adjacent, a vector of scores at a time - and
+ * values slot-major.  llm_kv_k_off / llm_kv_v_off give the offsets.
  */
 #ifndef LLMKIT_KVCACHE_H
 #define LLMKIT_KVCACHE_H
@@ -54,13 +55,13 @@ const struct llm_kv_params *llm_kv_params(const struct llm_kvcache *kv);
 static inline int64_t llm_kv_k_off(const struct llm_kv_params *p, int64_t b,
                                    int o, int h, int d)
 {
-	return ((b * p->n_head_kv + h) * p->head_dim + d) * p->block_size + o;
+	return (((int64_t)h * p->n_blocks + b) * p->head_dim + d) * p->block_size + o;
 }
 
 static inline int64_t llm_kv_v_off(const struct llm_kv_params *p, int64_t b,
                                    int o, int h, int d)
 {
-	return ((b * p->n_head_kv + h) * p->block_size + o) * p->head_dim + d;
+	return (((int64_t)h * p->n_blocks + b) * p->block_size + o) * p->head_dim + d;
 }
 
 /* A new empty sequence: its id, or LLM_ENOMEM when all ids are in use. */
