@@ -495,31 +495,55 @@ NAME(const char *wr, int64_t n_in, const float *xt, int64_t ldx, const int NT, \
 
 /* Four weight rows against NT tokens (NT <= 4): 4 x NT accumulators, each
  * weight vector loaded feeding NT FMAs and each token vector four. */
+/* The four row sums of a, b, c, d in one 128-bit vector. */
+AVX512 static inline __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d)
+{
+	__m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+	__m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+	__m512 t = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)),
+	                         _mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
+	/* t holds [a b c d] partial sums in each 128-bit lane */
+	__m256 h = _mm256_add_ps(_mm512_castps512_ps256(t),
+	                         _mm256_castpd_ps(_mm512_extractf64x4_pd(
+	                                 _mm512_castps_pd(t), 1)));
+	return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
 #define AVX512_BLOCK4(NAME, LD)                                               \
 AVX512 static inline __attribute__((always_inline)) void                      \
 NAME(const char *w0, size_t rb, int64_t n_in, const float *xt, int64_t ldx,   \
      const int NT, float *yt, int64_t ldy)                                    \
 {                                                                             \
 	__m512 c[4][4];                                                       \
-	_Pragma("GCC unroll 8") for (int j = 0; j < 4; j++)                                           \
-		_Pragma("GCC unroll 8") for (int k = 0; k < NT; k++)                                  \
+	int64_t n16 = n_in & ~(int64_t)15, i = 0;                             \
+	_Pragma("GCC unroll 8") for (int j = 0; j < 4; j++)                   \
+		_Pragma("GCC unroll 8") for (int k = 0; k < NT; k++)          \
 			c[j][k] = _mm512_setzero_ps();                        \
-	for (int64_t i = 0; i < n_in; i += 16) {                              \
-		__mmask16 m = M16(i, n_in);                                   \
+	for (; i < n16; i += 16) {                                            \
 		__m512 q[4];                                                  \
-		_Pragma("GCC unroll 8") for (int j = 0; j < 4; j++) {                                 \
+		_Pragma("GCC unroll 8") for (int j = 0; j < 4; j++) {         \
 			_mm_prefetch(w0 + (j + 4) * rb + i * (rb / n_in), _MM_HINT_T0); \
-			q[j] = LD(w0 + j * rb, i, m);                         \
+			q[j] = LD(w0 + j * rb, i, 0xffff);                    \
 		}                                                             \
-		_Pragma("GCC unroll 8") for (int k = 0; k < NT; k++) {                                \
-			__m512 v = _mm512_maskz_loadu_ps(m, xt + k * ldx + i); \
-			_Pragma("GCC unroll 8") for (int j = 0; j < 4; j++)                           \
+		_Pragma("GCC unroll 8") for (int k = 0; k < NT; k++) {        \
+			__m512 v = _mm512_loadu_ps(xt + k * ldx + i);         \
+			_Pragma("GCC unroll 8") for (int j = 0; j < 4; j++)   \
 				c[j][k] = _mm512_fmadd_ps(q[j], v, c[j][k]);  \
 		}                                                             \
 	}                                                                     \
-	_Pragma("GCC unroll 8") for (int k = 0; k < NT; k++)                                          \
-		_Pragma("GCC unroll 8") for (int j = 0; j < 4; j++)                                   \
-			yt[k * ldy + j] = _mm512_reduce_add_ps(c[j][k]);      \
+	if (i < n_in) {                                                       \
+		__mmask16 m = M16(i, n_in);                                   \
+		__m512 q[4];                                                  \
+		_Pragma("GCC unroll 8") for (int j = 0; j < 4; j++)           \
+			q[j] = LD(w0 + j * rb, i, m);                         \
+		_Pragma("GCC unroll 8") for (int k = 0; k < NT; k++) {        \
+			__m512 v = _mm512_maskz_loadu_ps(m, xt + k * ldx + i); \
+			_Pragma("GCC unroll 8") for (int j = 0; j < 4; j++)   \
+				c[j][k] = _mm512_fmadd_ps(q[j], v, c[j][k]);  \
+		}                                                             \
+	}                                                                     \
+	_Pragma("GCC unroll 8") for (int k = 0; k < NT; k++)                  \
+		_mm_storeu_ps(yt + k * ldy, reduce4(c[0][k], c[1][k], c[2][k], c[3][k])); \
 }
 
 #define AVX512_ROWS(NAME, LD)                                                 \

@@ -169,7 +169,7 @@ for dt in $dtypes; do
 	line "decode 16 streams / 1 stream" "$(printf '%.2fx (%s); %.1f tok/s' "$v" "$(all bat %.2f)" "$(med tg16)")" 6 "$v"
 	printf '  %-30s %.1f tok/s\n' "prefill pp512" "$(med pp)"
 	if [ -n "$llama" ]; then
-		echo "  ours / llama.cpp ($llama; its KV cache is f16, ours f32):"
+		echo "  ours / llama.cpp ($llama; both with f16 KV caches):"
 		v=$(med rpp)
 		line "pp512" "$(printf '%.2f (%s); %.1f vs %.1f tok/s' "$v" "$(all rpp %.2f)" "$(med pp)" "$(med lpp)")" 1.0 "$v"
 		v=$(med rtg0)
