@@ -208,10 +208,10 @@ static void copy_block(struct llm_kvcache *kv, int32_t dst, int32_t src)
 	for (int l = 0; l < p->n_layer; l++) {
 		char *k = kv->k[l], *v = kv->v[l];
 		for (int h = 0; h < p->n_head_kv; h++) {
-			kv->be->ops->copy(kv->be, k + llm_kv_k_off(p, dst, 0, h, 0) * kv->elem,
-			                  k + llm_kv_k_off(p, src, 0, h, 0) * kv->elem, bytes);
-			kv->be->ops->copy(kv->be, v + llm_kv_v_off(p, dst, 0, h, 0) * kv->elem,
-			                  v + llm_kv_v_off(p, src, 0, h, 0) * kv->elem, bytes);
+			size_t to = llm_kv_off(p, dst, 0, h, 0) * kv->elem;
+			size_t from = llm_kv_off(p, src, 0, h, 0) * kv->elem;
+			kv->be->ops->copy(kv->be, k + to, k + from, bytes);
+			kv->be->ops->copy(kv->be, v + to, v + from, bytes);
 		}
 	}
 }

@@ -97,8 +97,8 @@ START_TEST(attention_kernels_match_scalar)
 				kb[i] = frand(&seed);
 				vb[i] = frand(&seed);
 			}
-			float m0 = ref->qk(q, kb, hd, bs, nb, 0.5f, s0);
-			float m1 = k->qk(q, kb, hd, bs, nb, 0.5f, s1);
+			float m0 = ref->qk(q, kb, hd, nb, 0.5f, s0);
+			float m1 = k->qk(q, kb, hd, nb, 0.5f, s1);
 			float m = s0[0];
 			for (int j = 1; j < nb; j++)
 				m = s0[j] > m ? s0[j] : m;
@@ -120,8 +120,8 @@ START_TEST(attention_kernels_match_scalar)
 				kh[i] = llm_f32_to_f16(kb[i]);
 				vh[i] = llm_f32_to_f16(vb[i]);
 			}
-			m0 = ref->qk16(q, kh, hd, bs, nb, 0.5f, s0);
-			m1 = k->qk16(q, kh, hd, bs, nb, 0.5f, s1);
+			m0 = ref->qk16(q, kh, hd, nb, 0.5f, s0);
+			m1 = k->qk16(q, kh, hd, nb, 0.5f, s1);
 			ck_assert(fabsf(m0 - m1) < 1e-5f * hd);
 			for (int j = 0; j < nb; j++)
 				ck_assert_msg(fabsf(s0[j] - s1[j]) < 1e-5f * hd, "%s qk16 hd %d "
@@ -225,12 +225,12 @@ START_TEST(attention_op_matches_naive)
 	/* the layout kvcache.h documents; then the reference sees what the
 	 * cache holds (values rounded to half for an f16 cache) */
 	if (!half) {
-		ck_assert(k[llm_kv_k_off(&lp, 0, 1, 1, 3)] == kr[5][1][3]);
-		ck_assert(v[llm_kv_v_off(&lp, 2, 2, 0, 7)] == vr[10][0][7]);
+		ck_assert(k[llm_kv_off(&lp, 0, 1, 1, 3)] == kr[5][1][3]);
+		ck_assert(v[llm_kv_off(&lp, 2, 2, 0, 7)] == vr[10][0][7]);
 	} else {
 		uint16_t *kh = (uint16_t *)k, *vh = (uint16_t *)v;
-		ck_assert(kh[llm_kv_k_off(&lp, 0, 1, 1, 3)] == llm_f32_to_f16(kr[5][1][3]));
-		ck_assert(vh[llm_kv_v_off(&lp, 2, 2, 0, 7)] == llm_f32_to_f16(vr[10][0][7]));
+		ck_assert(kh[llm_kv_off(&lp, 0, 1, 1, 3)] == llm_f32_to_f16(kr[5][1][3]));
+		ck_assert(vh[llm_kv_off(&lp, 2, 2, 0, 7)] == llm_f32_to_f16(vr[10][0][7]));
 		for (int p = 0; p < n_pos; p++)
 			for (int h = 0; h < n_kv; h++)
 				for (int d = 0; d < hd; d++) {

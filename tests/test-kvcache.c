@@ -36,9 +36,9 @@ static void fill(int seq, int from, int to, float base)
 			for (int h = 0; h < 2; h++)
 				for (int d = 0; d < 2; d++) {
 					int64_t b = s / 4, o = s % 4;
-					((float *)llm_kv_k(kv, l))[llm_kv_k_off(p, b, o, h, d)] =
+					((float *)llm_kv_k(kv, l))[llm_kv_off(p, b, o, h, d)] =
 						base + pos + 0.1f * l;
-					((float *)llm_kv_v(kv, l))[llm_kv_v_off(p, b, o, h, d)] =
+					((float *)llm_kv_v(kv, l))[llm_kv_off(p, b, o, h, d)] =
 						-(base + pos + 0.1f * l);
 				}
 		}
@@ -49,8 +49,8 @@ static float kat(int seq, int layer, int pos)
 {
 	const struct llm_kv_params *p = llm_kv_params(kv);
 	int32_t s = llm_kv_slot(kv, seq, pos);
-	float k = ((float *)llm_kv_k(kv, layer))[llm_kv_k_off(p, s / 4, s % 4, 1, 1)];
-	float v = ((float *)llm_kv_v(kv, layer))[llm_kv_v_off(p, s / 4, s % 4, 0, 0)];
+	float k = ((float *)llm_kv_k(kv, layer))[llm_kv_off(p, s / 4, s % 4, 1, 1)];
+	float v = ((float *)llm_kv_v(kv, layer))[llm_kv_off(p, s / 4, s % 4, 0, 0)];
 	ck_assert(k == -v);
 	return k;
 }

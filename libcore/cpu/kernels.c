@@ -47,14 +47,14 @@ SCALAR_ROWS(rows_f32_scalar, load_f32)
 SCALAR_ROWS(rows_f16_scalar, load_f16)
 SCALAR_ROWS(rows_bf16_scalar, load_bf16)
 
-static float qk_scalar(const float *q, const float *kb, int hd, int bs, int nb,
-                       float scale, float *out)
+static float qk_scalar(const float *q, const float *kb, int hd, int nb, float scale,
+                       float *out)
 {
 	float mx = -INFINITY;
 	for (int o = 0; o < nb; o++) {
 		float s = 0;
 		for (int d = 0; d < hd; d++)
-			s += q[d] * kb[d * bs + o];
+			s += q[d] * kb[o * hd + d];
 		out[o] = s * scale;
 		mx = out[o] > mx ? out[o] : mx;
 	}
@@ -68,14 +68,14 @@ static void pv_scalar(float *acc, const float *p, const float *vb, int hd, int n
 			acc[d] += p[o] * vb[o * hd + d];
 }
 
-static float qk16_scalar(const float *q, const uint16_t *kb, int hd, int bs,
-                         int nb, float scale, float *out)
+static float qk16_scalar(const float *q, const uint16_t *kb, int hd, int nb,
+                         float scale, float *out)
 {
 	float mx = -INFINITY;
 	for (int o = 0; o < nb; o++) {
 		float s = 0;
 		for (int d = 0; d < hd; d++)
-			s += q[d] * llm_f16_to_f32(kb[d * bs + o]);
+			s += q[d] * llm_f16_to_f32(kb[o * hd + d]);
 		out[o] = s * scale;
 		mx = out[o] > mx ? out[o] : mx;
 	}
@@ -272,37 +272,57 @@ AVX2 static inline __m256 exp8(__m256 x)
 	return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
-AVX2 static float qk_avx2(const float *q, const float *kb, int hd, int bs, int nb,
-                          float scale, float *out)
+/*
+ * Scores of up to eight keys at a time: one accumulator a key over the
+ * head's dimensions (q comes from L1 each time; keys stream), then a
+ * horizontal-add tree turns the eight accumulators into one vector of
+ * eight scores.
+ */
+AVX2 static inline __m256 hsum8x8(const __m256 a[8])
 {
-	__m256 mx = _mm256_set1_ps(-INFINITY);
-	int o = 0;
-	for (; o + 8 <= nb; o += 8) {
-		__m256 a0 = _mm256_setzero_ps(), a1 = a0;
-		int d = 0;
-		for (; d + 2 <= hd; d += 2) {
-			a0 = _mm256_fmadd_ps(_mm256_set1_ps(q[d]),
-			                     _mm256_loadu_ps(kb + d * bs + o), a0);
-			a1 = _mm256_fmadd_ps(_mm256_set1_ps(q[d + 1]),
-			                     _mm256_loadu_ps(kb + (d + 1) * bs + o), a1);
-		}
-		for (; d < hd; d++)
-			a0 = _mm256_fmadd_ps(_mm256_set1_ps(q[d]),
-			                     _mm256_loadu_ps(kb + d * bs + o), a0);
-		__m256 r = _mm256_mul_ps(_mm256_add_ps(a0, a1), _mm256_set1_ps(scale));
-		_mm256_storeu_ps(out + o, r);
-		mx = _mm256_max_ps(mx, r);
-	}
-	__m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
-	m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-	m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-	float m = _mm_cvtss_f32(m4);
-	if (o < nb) {
-		float t = qk_scalar(q, kb + o, hd, bs, nb - o, scale, out + o);
-		m = t > m ? t : m;
-	}
-	return m;
+	__m256 t0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+	__m256 t1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
+	return _mm256_add_ps(_mm256_permute2f128_ps(t0, t1, 0x20),
+	                     _mm256_permute2f128_ps(t0, t1, 0x31));
 }
+
+#define AVX2_QK(NAME, T, LD, SCALAR)                                          \
+AVX2 static float NAME(const float *q, const T *kb, int hd, int nb,           \
+                       float scale, float *out)                               \
+{                                                                             \
+	__m256 mx = _mm256_set1_ps(-INFINITY);                                \
+	int hd8 = hd & ~7, o0 = 0;                                            \
+	if (hd8 != hd)                                                        \
+		return SCALAR(q, kb, hd, nb, scale, out);                     \
+	for (; o0 + 8 <= nb; o0 += 8) {                                       \
+		__m256 a[8];                                                  \
+		_Pragma("GCC unroll 8") for (int j = 0; j < 8; j++)           \
+			a[j] = _mm256_setzero_ps();                           \
+		for (int d = 0; d < hd; d += 8) {                             \
+			__m256 qd = _mm256_loadu_ps(q + d);                   \
+			_Pragma("GCC unroll 8") for (int j = 0; j < 8; j++)   \
+				a[j] = _mm256_fmadd_ps(qd,                    \
+				        LD(kb, (int64_t)(o0 + j) * hd + d), a[j]); \
+		}                                                             \
+		__m256 r = _mm256_mul_ps(hsum8x8(a), _mm256_set1_ps(scale));  \
+		_mm256_storeu_ps(out + o0, r);                                \
+		mx = _mm256_max_ps(mx, r);                                    \
+	}                                                                     \
+	__m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx),                    \
+	                       _mm256_extractf128_ps(mx, 1));                 \
+	m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));                           \
+	m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));                             \
+	float m = _mm_cvtss_f32(m4);                                          \
+	if (o0 < nb) {                                                        \
+		float t = SCALAR(q, kb + (int64_t)o0 * hd, hd, nb - o0, scale, \
+		                 out + o0);                                   \
+		m = t > m ? t : m;                                            \
+	}                                                                     \
+	return m;                                                             \
+}
+
+AVX2_QK(qk_avx2, float, ld8_f32, qk_scalar)
+AVX2_QK(qk16_avx2, uint16_t, ld8_f16, qk16_scalar)
 
 AVX2 static void pv_avx2(float *acc, const float *p, const float *vb, int hd, int nb)
 {
@@ -335,35 +355,6 @@ AVX2 static void pv_avx2(float *acc, const float *p, const float *vb, int hd, in
 			acc[d] += p[o] * vb[o * hd + d];
 }
 
-AVX2 static float qk16_avx2(const float *q, const uint16_t *kb, int hd, int bs,
-                            int nb, float scale, float *out)
-{
-	__m256 mx = _mm256_set1_ps(-INFINITY);
-	int o = 0;
-	for (; o + 8 <= nb; o += 8) {
-		__m256 a0 = _mm256_setzero_ps(), a1 = a0;
-		int d = 0;
-		for (; d + 2 <= hd; d += 2) {
-			a0 = _mm256_fmadd_ps(_mm256_set1_ps(q[d]), ld8_f16(kb, d * bs + o), a0);
-			a1 = _mm256_fmadd_ps(_mm256_set1_ps(q[d + 1]),
-			                     ld8_f16(kb, (d + 1) * bs + o), a1);
-		}
-		for (; d < hd; d++)
-			a0 = _mm256_fmadd_ps(_mm256_set1_ps(q[d]), ld8_f16(kb, d * bs + o), a0);
-		__m256 r = _mm256_mul_ps(_mm256_add_ps(a0, a1), _mm256_set1_ps(scale));
-		_mm256_storeu_ps(out + o, r);
-		mx = _mm256_max_ps(mx, r);
-	}
-	__m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
-	m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-	m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-	float m = _mm_cvtss_f32(m4);
-	if (o < nb) {
-		float t = qk16_scalar(q, kb + o, hd, bs, nb - o, scale, out + o);
-		m = t > m ? t : m;
-	}
-	return m;
-}
 
 AVX2 static void pv16_avx2(float *acc, const float *p, const uint16_t *vb, int hd,
                            int nb)
@@ -628,35 +619,43 @@ AVX512 static inline __m512 exp16(__m512 x)
 	return _mm512_scalef_ps(p, n);
 }
 
-/* Sixteen scores at a time: one key dimension of a block is a vector. */
-AVX512 static float qk_avx512(const float *q, const float *kb, int hd, int bs,
-                              int nb, float scale, float *out)
-{
-	__m512 mx = _mm512_set1_ps(-INFINITY);
-	for (int o = 0; o < nb; o += 16) {
-		__mmask16 m = M16(o, nb);
-		__m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-		int d = 0;
-		for (; d + 4 <= hd; d += 4) {
-			const float *k = kb + d * bs + o;
-			a0 = _mm512_fmadd_ps(_mm512_set1_ps(q[d]), _mm512_maskz_loadu_ps(m, k), a0);
-			a1 = _mm512_fmadd_ps(_mm512_set1_ps(q[d + 1]),
-			                     _mm512_maskz_loadu_ps(m, k + bs), a1);
-			a2 = _mm512_fmadd_ps(_mm512_set1_ps(q[d + 2]),
-			                     _mm512_maskz_loadu_ps(m, k + 2 * bs), a2);
-			a3 = _mm512_fmadd_ps(_mm512_set1_ps(q[d + 3]),
-			                     _mm512_maskz_loadu_ps(m, k + 3 * bs), a3);
-		}
-		for (; d < hd; d++)
-			a0 = _mm512_fmadd_ps(_mm512_set1_ps(q[d]),
-			                     _mm512_maskz_loadu_ps(m, kb + d * bs + o), a0);
-		__m512 sum = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
-		sum = _mm512_mul_ps(sum, _mm512_set1_ps(scale));
-		_mm512_mask_storeu_ps(out + o, m, sum);
-		mx = _mm512_mask_max_ps(mx, m, mx, sum);
-	}
-	return _mm512_reduce_max_ps(mx);
+/*
+ * Scores of up to sixteen keys at a time: an accumulator a key over the
+ * head's dimensions, then four four-way transposing reductions give the
+ * sixteen scores as one vector.
+ */
+#define AVX512_QK(NAME, T, LD)                                                \
+AVX512 static float NAME(const float *q, const T *kb, int hd, int nb,         \
+                         float scale, float *out)                             \
+{                                                                             \
+	__m512 mx = _mm512_set1_ps(-INFINITY);                                \
+	for (int o0 = 0; o0 < nb; o0 += 16) {                                 \
+		int n = nb - o0 < 16 ? nb - o0 : 16;                          \
+		__m512 a[16];                                                 \
+		_Pragma("GCC unroll 16") for (int j = 0; j < 16; j++)         \
+			a[j] = _mm512_setzero_ps();                           \
+		for (int d = 0; d < hd; d += 16) {                            \
+			__mmask16 m = M16(d, hd);                             \
+			__m512 qd = _mm512_maskz_loadu_ps(m, q + d);          \
+			_Pragma("GCC unroll 16") for (int j = 0; j < 16; j++) \
+				if (j < n)                                    \
+					a[j] = _mm512_fmadd_ps(qd, LD(kb,     \
+					        (int64_t)(o0 + j) * hd + d, m), a[j]); \
+		}                                                             \
+		__m512 r = _mm512_castps128_ps512(reduce4(a[0], a[1], a[2], a[3])); \
+		r = _mm512_insertf32x4(r, reduce4(a[4], a[5], a[6], a[7]), 1); \
+		r = _mm512_insertf32x4(r, reduce4(a[8], a[9], a[10], a[11]), 2); \
+		r = _mm512_insertf32x4(r, reduce4(a[12], a[13], a[14], a[15]), 3); \
+		r = _mm512_mul_ps(r, _mm512_set1_ps(scale));                  \
+		__mmask16 k = M16(0, n);                                      \
+		_mm512_mask_storeu_ps(out + o0, k, r);                        \
+		mx = _mm512_mask_max_ps(mx, k, mx, r);                        \
+	}                                                                     \
+	return _mm512_reduce_max_ps(mx);                                      \
 }
+
+AVX512_QK(qk_avx512, float, ld16_f32)
+AVX512_QK(qk16_avx512, uint16_t, ld16_f16)
 
 /*
  * The accumulator stays in registers, 64 dimensions a pass, in two sets
@@ -706,30 +705,6 @@ AVX512 static void pv_avx512(float *acc, const float *p, const float *vb, int hd
 	}
 }
 
-AVX512 static float qk16_avx512(const float *q, const uint16_t *kb, int hd,
-                                int bs, int nb, float scale, float *out)
-{
-	__m512 mx = _mm512_set1_ps(-INFINITY);
-	for (int o = 0; o < nb; o += 16) {
-		__mmask16 m = M16(o, nb);
-		__m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-		int d = 0;
-		for (; d + 4 <= hd; d += 4) {
-			const uint16_t *k = kb + d * bs + o;
-			a0 = _mm512_fmadd_ps(_mm512_set1_ps(q[d]), ld16_f16(k, 0, m), a0);
-			a1 = _mm512_fmadd_ps(_mm512_set1_ps(q[d + 1]), ld16_f16(k, bs, m), a1);
-			a2 = _mm512_fmadd_ps(_mm512_set1_ps(q[d + 2]), ld16_f16(k, 2 * bs, m), a2);
-			a3 = _mm512_fmadd_ps(_mm512_set1_ps(q[d + 3]), ld16_f16(k, 3 * bs, m), a3);
-		}
-		for (; d < hd; d++)
-			a0 = _mm512_fmadd_ps(_mm512_set1_ps(q[d]), ld16_f16(kb, d * bs + o, m), a0);
-		__m512 sum = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
-		sum = _mm512_mul_ps(sum, _mm512_set1_ps(scale));
-		_mm512_mask_storeu_ps(out + o, m, sum);
-		mx = _mm512_mask_max_ps(mx, m, mx, sum);
-	}
-	return _mm512_reduce_max_ps(mx);
-}
 
 AVX512 static void pv16_avx512(float *acc, const float *p, const uint16_t *vb,
                                int hd, int nb)

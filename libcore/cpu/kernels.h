@@ -26,15 +26,15 @@ typedef void (*llm_rows_fn)(const void *w, size_t row_bytes, int64_t n_in,
 struct llm_cpu_kernels {
 	const char *isa;
 	llm_rows_fn rows[LLM_DTYPE_COUNT];   /* NULL: dtype not supported */
-	/* Attention over one block of one KV head (layout in kvcache.h):
-	 * out[o] = scale * sum_d q[d] * kb[d * bs + o] for o < nb (the keys
-	 * are dimension-major), and acc[d] += sum_o p[o] * vb[o * hd + d]
-	 * (values slot-major).  qk returns the largest score it wrote. */
-	float (*qk)(const float *q, const float *kb, int hd, int bs, int nb,
-	            float scale, float *out);
+	/* Attention over one block of one KV head (layout in kvcache.h, both
+	 * slot-major): out[o] = scale * sum_d q[d] * kb[o * hd + d] for o < nb,
+	 * and acc[d] += sum_o p[o] * vb[o * hd + d].  qk returns the largest
+	 * score it wrote. */
+	float (*qk)(const float *q, const float *kb, int hd, int nb, float scale,
+	            float *out);
 	void (*pv)(float *acc, const float *p, const float *vb, int hd, int nb);
 	/* the same over an f16 cache */
-	float (*qk16)(const float *q, const uint16_t *kb, int hd, int bs, int nb,
+	float (*qk16)(const float *q, const uint16_t *kb, int hd, int nb,
 	              float scale, float *out);
 	void (*pv16)(float *acc, const float *p, const uint16_t *vb, int hd, int nb);
 	/* x[i] = exp(x[i] - mx) for i < n; returns their sum (softmax) */

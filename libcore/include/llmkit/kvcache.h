@@ -9,13 +9,13 @@
  * writes into it (copy-on-write), so forks never see each other's tokens.
  *
  * Memory: for each layer, k and v hold, for each KV head, n_blocks blocks
- * of block_size slots; position p of a sequence is slot o = p % block_size
- * of physical block b = table[p / block_size].  Head-major so that one
- * head's keys over consecutive blocks are one contiguous stream (reading
- * scattered 2 KiB pieces runs at a third of the speed of reading long
- * ones).  Within a block, keys are dimension-major - the keys of one
- * dimension for all slots adjacent, a vector of scores at a time - and
- * values slot-major.  llm_kv_k_off / llm_kv_v_off give the offsets.
+ * of block_size slots of head_dim elements; position p of a sequence is
+ * slot o = p % block_size of physical block b = table[p / block_size].
+ * Head-major, so that one head's keys over consecutive blocks are one
+ * contiguous stream (scattered 2 KiB pieces read at a third of the speed
+ * of long ones), and slot-major within a block, so a token's key and value
+ * for a head are each one contiguous row (written whole when the token is
+ * stored).  llm_kv_off gives the offset.
  */
 #ifndef LLMKIT_KVCACHE_H
 #define LLMKIT_KVCACHE_H
@@ -50,16 +50,10 @@ void llm_kv_free(struct llm_kvcache *kv);
 uint64_t llm_kv_bytes(const struct llm_kv_params *p);
 const struct llm_kv_params *llm_kv_params(const struct llm_kvcache *kv);
 
-/* Offsets (floats, within a layer's k or v) of dimension d of KV head h at
- * slot b * block_size + o. */
-static inline int64_t llm_kv_k_off(const struct llm_kv_params *p, int64_t b,
-                                   int o, int h, int d)
-{
-	return (((int64_t)h * p->n_blocks + b) * p->head_dim + d) * p->block_size + o;
-}
-
-static inline int64_t llm_kv_v_off(const struct llm_kv_params *p, int64_t b,
-                                   int o, int h, int d)
+/* Offset (elements, within a layer's k or v) of dimension d of KV head h
+ * at slot b * block_size + o. */
+static inline int64_t llm_kv_off(const struct llm_kv_params *p, int64_t b,
+                                 int o, int h, int d)
 {
 	return (((int64_t)h * p->n_blocks + b) * p->block_size + o) * p->head_dim + d;
 }
