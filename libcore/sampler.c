@@ -2,11 +2,11 @@
  * sampler.c - logits processors and sampling (sampler.h).
  *
  * Sorting a whole vocabulary for every token would cost more than a small
- * model's forward pass, so the filters work on a candidate list that is
- * only partially ordered: quickselect pulls the best m candidates to the
- * front, and only those are sorted.  Nucleus sampling starts with m = 64
- * and doubles m until the mass it needs is inside.
+ * model's forward pass (and does, with the flat distributions of random
+ * weights), so no filter sorts: top-k is a quickselect, the nucleus a
+ * quickselect on probability mass, min-p a single pass.
  */
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -232,6 +232,52 @@ static void sort_top(struct cand *c, int n, int m)
 	qsort(c, m, sizeof(*c), cand_desc);
 }
 
+/*
+ * Nucleus without sorting: reorder c[0..n) so that c[0..k) is the smallest
+ * set of most likely tokens whose mass (exp(logit - mx)) reaches need, and
+ * return k.  A quickselect on mass: partition around a pivot logit; if the
+ * larger side already holds enough, the set lies within it, else it is all
+ * of it plus part of the rest.  O(n) expected; ties at the cut are taken in
+ * array order.
+ */
+static int nucleus(struct cand *c, int n, float mx, double need)
+{
+	int lo = 0, hi = n;
+	double acc = 0;       /* mass of c[0..lo), all in the set */
+
+	while (lo < hi) {
+		float pv = c[lo + (hi - lo) / 2].logit;
+		int a = lo, i = lo, b = hi;
+		while (i < b) {   /* [lo,a) > pv, [a,b) == pv, [b,hi) < pv */
+			struct cand t = c[i];
+			if (t.logit > pv) {
+				c[i++] = c[a];
+				c[a++] = t;
+			} else if (t.logit < pv) {
+				c[i] = c[--b];
+				c[b] = t;
+			} else {
+				i++;
+			}
+		}
+		double gt = 0;
+		for (int j = lo; j < a; j++)
+			gt += exp((double)(c[j].logit - mx));
+		if (acc + gt >= need) {
+			hi = a;
+			continue;
+		}
+		acc += gt;
+		for (int j = a; j < b; j++) {
+			acc += exp((double)(c[j].logit - mx));
+			if (acc >= need)
+				return j + 1;
+		}
+		lo = b;
+	}
+	return lo > 0 ? lo : 1;
+}
+
 int32_t llm_argmax(const float *l, int n)
 {
 	int32_t best = 0;
@@ -259,82 +305,57 @@ int32_t llm_sampler_sample(struct llm_sampler *s, const float *logits)
 		return best;
 	}
 
-	/* temperature, then the filters on an ordered prefix of m */
+	/* temperature, then the filters; none of them sorts */
 	float inv_t = 1.0f / p->temperature;
-	for (int i = 0; i < n; i++)
-		c[i].logit *= inv_t;
-	int m = n;
-	if (p->top_k > 0 && p->top_k < n)
-		m = p->top_k;
-	int sorted = m < 64 ? m : 64;
-	if (p->top_p >= 1.0f && p->min_p <= 0.0f && m == n) {
-		sorted = 0;  /* plain sampling: no order needed */
-	}
-	/* probabilities over all n for the normaliser */
 	float mx = -INFINITY;
-	for (int i = 0; i < n; i++)
+	for (int i = 0; i < n; i++) {
+		c[i].logit *= inv_t;
 		mx = c[i].logit > mx ? c[i].logit : mx;
-	double z = 0;
-	for (int i = 0; i < n; i++)
-		z += exp((double)(c[i].logit - mx));
-
-	if (sorted) {
-		/* top-k cut first (mass renormalised within k) */
-		if (m < n) {
-			sort_top(c, n, m);
-			sorted = m;
-			z = 0;
-			for (int i = 0; i < m; i++)
-				z += exp((double)(c[i].logit - mx));
-		} else {
-			sort_top(c, n, sorted);
-		}
-		/* nucleus: grow the sorted prefix until it holds top_p */
-		int keep = m;
-		if (p->top_p < 1.0f) {
-			for (;;) {
-				double cum = 0;
-				int i;
-				for (i = 0; i < sorted; i++) {
-					cum += exp((double)(c[i].logit - mx)) / z;
-					if (cum >= p->top_p)
-						break;
-				}
-				if (i < sorted) {
-					keep = i + 1;
-					break;
-				}
-				if (sorted >= m) {
-					keep = m;
-					break;
-				}
-				sorted = sorted * 2 < m ? sorted * 2 : m;
-				sort_top(c, n, sorted);
-			}
-		}
-		/* min-p: relative to the best token, whose logit is mx */
-		if (p->min_p > 0.0f) {
-			float cut = mx + logf(p->min_p);
-			int j = 0;
-			for (int i = 0; i < keep; i++)
-				if (c[i].logit >= cut)
-					c[j++] = c[i];
-			keep = j;
-		}
-		m = keep;
 	}
+	int m = n;
+	if (p->top_k > 0 && p->top_k < n) {
+		select_top(c, n, p->top_k);
+		m = p->top_k;
+	}
+	if (p->top_p < 1.0f) {
+		double z = 0;   /* mass renormalised within top-k */
+		for (int i = 0; i < m; i++)
+			z += exp((double)(c[i].logit - mx));
+		m = nucleus(c, m, mx, p->top_p * z);
+	}
+	if (p->min_p > 0.0f) {   /* relative to the best token: logit mx */
+		float cut = mx + logf(p->min_p);
+		int j = 0;
+		for (int i = 0; i < m; i++)
+			if (c[i].logit >= cut)
+				c[j++] = c[i];
+		m = j;
+	}
+	/*
+	 * Draw in token-id order: the filters leave the survivors in an order
+	 * that depends on the last bits of the logits, and a draw over that
+	 * order would give another token for the same seed whenever the batch
+	 * around a request shifts a logit by an ulp.
+	 */
+	for (int i = 0; i < n; i++)
+		s->prob[i] = 0.0f;
 	double zz = 0;
 	for (int i = 0; i < m; i++) {
-		s->prob[i] = (float)exp((double)(c[i].logit - mx));
-		zz += s->prob[i];
+		float w = (float)exp((double)(c[i].logit - mx));
+		s->prob[c[i].id] = w > 0 ? w : FLT_MIN;
+		zz += s->prob[c[i].id];
 	}
 	double r = llm_rng_uniform(&s->rng) * zz, acc = 0;
-	for (int i = 0; i < m; i++) {
+	int32_t last = c[0].id;
+	for (int i = 0; i < n; i++) {
+		if (s->prob[i] == 0.0f)
+			continue;
 		acc += s->prob[i];
+		last = i;
 		if (r < acc)
-			return c[i].id;
+			return i;
 	}
-	return c[m - 1].id;
+	return last;
 }
 
 double llm_logprob(const float *l, int n, int32_t id)
