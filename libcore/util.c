@@ -16,6 +16,7 @@
 
 #include "config.h"
 #include "llmkit/error.h"
+#include "llmkit/tensor.h"
 #include "llmkit/util.h"
 
 /* ---------------------------------------------------------------- numbers */
@@ -86,6 +87,23 @@ int llm_parse_float(const char *what, const char *s, double min, double max,
 		                 what, s);
 	*out = (float)v;
 	return 0;
+}
+
+int llm_parse_dtype(const char *what, const char *s, const int *allowed,
+                    int n_allowed, int *out)
+{
+	char names[256] = "";
+	int t = llm_dtype_from_name(s ? s : "");
+	for (int i = 0; i < n_allowed; i++) {
+		if (t == allowed[i]) {
+			*out = t;
+			return 0;
+		}
+		snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s",
+		         i ? ", " : "", llm_dtype_name(allowed[i]));
+	}
+	return llm_error(LLM_EINVAL, "%s: '%s' is not one of %s", what, s ? s : "",
+	                 names);
 }
 
 int llm_parse_size(const char *what, const char *s, uint64_t *out)

@@ -231,11 +231,13 @@ static void parse_options(int argc, char **argv, struct options *o)
 		case OPT_N_BATCH: die_usage_rc(llm_parse_int("--batch-tokens", arg, 1,
 		                                             1 << 20, &o->n_batch)); break;
 		case OPT_MMAP: o->mmap = true; break;
-		case OPT_KV_TYPE:
-			if (strcmp(arg, "f16") && strcmp(arg, "f32"))
-				llm_cli_usage_error(&cli, "--kv-type: '%s' (f16 or f32)", arg);
-			o->kv_type = strcmp(arg, "f16") ? LLM_F32 : LLM_F16;
+		case OPT_KV_TYPE: {
+			static const int kv_types[] = { LLM_F16, LLM_F32 };
+			int t;
+			die_usage_rc(llm_parse_dtype("--kv-type", arg, kv_types, 2, &t));
+			o->kv_type = t;
 			break;
+		}
 		case OPT_KV_BLOCK: die_usage_rc(llm_parse_int("--kv-block", arg, 1, 4096,
 		                                              &o->kv_block)); break;
 		default:

@@ -26,6 +26,10 @@ int llm_parse_float(const char *what, const char *s, double min, double max,
                     float *out);
 int llm_parse_double(const char *what, const char *s, double min, double max,
                      double *out);
+/* A dtype name among the allowed ones ("f16", "f32" ...). */
+int llm_parse_dtype(const char *what, const char *s, const int *allowed,
+                    int n_allowed, int *out);
+
 /* "512M", "2G", "1048576" -> bytes. */
 int llm_parse_size(const char *what, const char *s, uint64_t *out);
 
