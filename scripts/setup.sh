@@ -5,7 +5,8 @@
 #   scripts/setup.sh [--no-build] [--python] [CONFIGURE-ARGS...]
 #
 # --python also installs the Python packages the reference checks use
-# (numpy, gguf, tokenizers, safetensors) with pip.
+# (numpy, gguf, tokenizers, safetensors) and the openai client the
+# server tests use, with pip.
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -20,7 +21,8 @@ while [ $# -gt 0 ]; do
 done
 
 pkgs="build-essential autoconf automake libtool pkg-config libopenblas-dev
-      check zlib1g-dev libpcre2-dev libjansson-dev python3 python3-pip"
+      check zlib1g-dev libpcre2-dev libjansson-dev libmicrohttpd-dev curl
+      python3 python3-pip"
 missing=
 if command -v dpkg-query >/dev/null 2>&1; then
 	for p in $pkgs; do
@@ -38,7 +40,7 @@ fi
 
 if [ "$python" = 1 ]; then
 	python3 -m pip install -q --disable-pip-version-check \
-		numpy gguf tokenizers safetensors 2>&1 | grep -v 'WARNING: Running pip as' >&2 || true
+		numpy gguf tokenizers safetensors openai 2>&1 | grep -v 'WARNING: Running pip as' >&2 || true
 fi
 
 [ "$build" = 1 ] || exit 0
