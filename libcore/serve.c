@@ -179,7 +179,7 @@ int llm_serve_err_set(struct llm_serve_err *e, int code, int status,
 	e->status = status;
 	e->type = type ? type : "invalid_request_error";
 	e->code = NULL;
-	e->param = param;
+	snprintf(e->param, sizeof(e->param), "%s", param ? param : "");
 	va_start(ap, fmt);
 	vsnprintf(e->message, sizeof(e->message), fmt, ap);
 	va_end(ap);
@@ -298,7 +298,7 @@ char *llm_serve_err_json(const struct llm_serve_err *e)
 	json_object_set_new(in, "message", jstr_lossy(e->message, strlen(e->message)));
 	json_object_set_new(in, "type", json_string(e->type ? e->type
 	                                                    : "invalid_request_error"));
-	json_object_set_new(in, "param", e->param ? json_string(e->param) : json_null());
+	json_object_set_new(in, "param", e->param[0] ? json_string(e->param) : json_null());
 	json_object_set_new(in, "code", e->code ? json_string(e->code) : json_null());
 	json_object_set_new(o, "error", in);
 	char *txt = json_dumps(o, JSON_COMPACT);
@@ -822,7 +822,8 @@ int llm_serve_parse(struct llm_serve *s, enum llm_serve_kind kind,
 		if (r->n_prompt[i] >= s->n_ctx) {
 			rc = BAD("messages", "This model's maximum context length is %d "
 			         "tokens; the prompt has %d", s->n_ctx, r->n_prompt[i]);
-			e->param = kind == LLM_SERVE_CHAT ? "messages" : "prompt";
+			snprintf(e->param, sizeof(e->param), "%s",
+			         kind == LLM_SERVE_CHAT ? "messages" : "prompt");
 			e->code = "context_length_exceeded";
 			goto out;
 		}
@@ -1541,7 +1542,7 @@ static int write_error(FILE *out, json_t *id, int64_t line,
 	json_object_set_new(in, "message", jstr_lossy(e->message, strlen(e->message)));
 	json_object_set_new(in, "type", json_string(e->type ? e->type
 	                                                    : "invalid_request_error"));
-	json_object_set_new(in, "param", e->param ? json_string(e->param) : json_null());
+	json_object_set_new(in, "param", e->param[0] ? json_string(e->param) : json_null());
 	json_object_set_new(in, "code", e->code ? json_string(e->code) : json_null());
 	json_object_set_new(in, "status", json_integer(e->status));
 	json_object_set_new(in, "line", json_integer(line));

@@ -179,6 +179,7 @@ static void parse_options(int argc, char **argv, struct options *o)
 	const char *arg;
 	int c;
 	uint64_t sz;
+	bool min_batch_set = false;
 
 	memset(o, 0, sizeof(*o));
 	llm_policy_params_default(pp);
@@ -220,7 +221,9 @@ static void parse_options(int argc, char **argv, struct options *o)
 		case OPT_MAX_BATCH: die_rc(llm_parse_int("--max-batch", arg, 1, 4096,
 		                                         &pp->max_batch)); break;
 		case OPT_MIN_BATCH: die_rc(llm_parse_int("--min-batch", arg, 1, 4096,
-		                                         &pp->min_batch)); break;
+		                                         &pp->min_batch));
+			min_batch_set = true;
+			break;
 		case OPT_WINDOW_MS: die_rc(llm_parse_double("--window-ms", arg, 0, 1e7,
 		                                            &pp->window_ms)); break;
 		case OPT_BATCH_TIMEOUT: die_rc(llm_parse_double("--batch-timeout-ms", arg, 0,
@@ -289,6 +292,8 @@ static void parse_options(int argc, char **argv, struct options *o)
 	if (pp->cpu_low > pp->cpu_high)
 		llm_cli_usage_error(&cli, "--cpu-low %g is above --cpu-high %g", pp->cpu_low,
 		                    pp->cpu_high);
+	if (pp->min_batch > pp->max_batch && !min_batch_set)
+		pp->min_batch = pp->max_batch;
 	if (pp->min_batch > pp->max_batch)
 		llm_cli_usage_error(&cli, "--min-batch %d is above --max-batch %d",
 		                    pp->min_batch, pp->max_batch);

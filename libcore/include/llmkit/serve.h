@@ -98,7 +98,7 @@ struct llm_serve_err {
 	int status;
 	const char *type;         /* "invalid_request_error", ... */
 	const char *code;         /* NULL or a short code ("context_length_exceeded") */
-	const char *param;        /* NULL or the field at fault */
+	char param[64];           /* the field at fault, "" if none */
 	char message[512];
 };
 
