@@ -1600,7 +1600,7 @@ static void item_clear(struct off_item *it)
 	llm_serve_job_free(it->j);
 	llm_serve_req_free(&it->r);
 	json_decref(it->id);
-	memset(it, 0, sizeof(*it));
+	free(it);
 }
 
 int llm_serve_offline(struct llm_serve *s, FILE *in, FILE *out, int window,
@@ -1609,8 +1609,9 @@ int llm_serve_offline(struct llm_serve *s, FILE *in, FILE *out, int window,
 {
 	struct waiter w;
 	uint64_t seen = 0;
-	struct off_item *items, *held = NULL;
+	struct off_item **items, *held = NULL;   /* held: refused by a full queue */
 	int n_items = 0, rc = 0;
+	int64_t lineno = 0;
 	char *line = NULL;
 	size_t line_cap = 0;
 	bool eof = false;
@@ -1621,23 +1622,17 @@ int llm_serve_offline(struct llm_serve *s, FILE *in, FILE *out, int window,
 		window = 256;
 	if (n_failed)
 		*n_failed = 0;
-	if (!(items = calloc(window, sizeof(*items))) || !(held = calloc(1, sizeof(*held)))) {
-		free(items);
+	if (!(items = calloc(window, sizeof(*items))))
 		return llm_error(LLM_ENOMEM, "offline: out of memory");
-	}
 	waiter_init(&w);
-	bool have_held = false;
-	while (!eof || n_items || have_held) {
+	while (!eof || n_items || held) {
 		bool progressed = false;
 		/* fill the window */
-		while (n_items < window && (have_held || !eof)) {
+		while (n_items < window && (held || !eof)) {
 			struct llm_serve_err e;
-			struct off_item *it = &items[n_items];
-			if (have_held) {
-				*it = *held;
-				memset(held, 0, sizeof(*held));
-				have_held = false;
-			} else {
+			struct off_item *it = held;
+			held = NULL;
+			if (!it) {
 				errno = 0;
 				ssize_t len = getline(&line, &line_cap, in);
 				if (len < 0) {
@@ -1649,16 +1644,17 @@ int llm_serve_offline(struct llm_serve *s, FILE *in, FILE *out, int window,
 					eof = true;
 					break;
 				}
-				pr.read++;
+				lineno++;
 				while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
 					line[--len] = 0;
-				size_t sp = strspn(line, " \t");
-				if ((size_t)len == sp) {
-					pr.read--;
-					continue;
+				if ((size_t)len == strspn(line, " \t"))
+					continue;       /* blank lines are not requests */
+				pr.read++;
+				if (!(it = calloc(1, sizeof(*it)))) {
+					rc = llm_error(LLM_ENOMEM, "offline: out of memory");
+					goto out;
 				}
-				memset(it, 0, sizeof(*it));
-				it->line = pr.read;
+				it->line = lineno;
 				if (offline_parse(s, line, len, it, &e)) {
 					pr.failed++;
 					pr.done++;
@@ -1672,10 +1668,7 @@ int llm_serve_offline(struct llm_serve *s, FILE *in, FILE *out, int window,
 			if (job_start(s, &it->r, &w, &it->j, &e)) {
 				it->j = NULL;
 				if (e.status == 429 && n_items > 0) {
-					/* the queue is full: hold it until some finish */
-					*held = *it;
-					memset(it, 0, sizeof(*it));
-					have_held = true;
+					held = it;      /* the queue is full: retry later */
 					break;
 				}
 				pr.failed++;
@@ -1686,12 +1679,12 @@ int llm_serve_offline(struct llm_serve *s, FILE *in, FILE *out, int window,
 					goto out;
 				continue;
 			}
-			n_items++;
+			items[n_items++] = it;
 			progressed = true;
 		}
-		/* collect what finished */
+		/* write what finished */
 		for (int i = 0; i < n_items; i++) {
-			struct off_item *it = &items[i];
+			struct off_item *it = items[i];
 			if (!llm_serve_job_done(it->j))
 				continue;
 			struct llm_serve_err e;
@@ -1712,9 +1705,7 @@ int llm_serve_offline(struct llm_serve *s, FILE *in, FILE *out, int window,
 			}
 			pr.done++;
 			item_clear(it);
-			items[i] = items[--n_items];
-			memset(&items[n_items], 0, sizeof(items[n_items]));
-			i--;
+			items[i--] = items[--n_items];
 			progressed = true;
 			if (rc)
 				goto out;
@@ -1725,16 +1716,15 @@ int llm_serve_offline(struct llm_serve *s, FILE *in, FILE *out, int window,
 			progress(user, &pr);
 			t_report = now;
 		}
-		if (!progressed && (n_items || have_held))
+		if (!progressed && (n_items || held))
 			waiter_wait(&w, &seen, 0.25);
 	}
 out:
 	for (int i = 0; i < n_items; i++)
-		item_clear(&items[i]);
-	if (have_held)
+		item_clear(items[i]);
+	if (held)
 		item_clear(held);
 	free(items);
-	free(held);
 	free(line);
 	waiter_destroy(&w);
 	if (n_failed)
