@@ -361,6 +361,527 @@ START_TEST(queue_limit_and_bad_requests)
 }
 END_TEST
 
+
+/* ---------------------------------------------------------------- policies */
+
+static struct llm_policy *policy(const char *name, struct llm_policy_params *q)
+{
+	struct llm_policy *p;
+	ck_assert_msg(llm_policy_new(&p, name, q) == 0, "%s", llm_errmsg());
+	return p;
+}
+
+/* A view of an engine with 32 slots, 100 blocks, nothing running. */
+static struct llm_sched_view view(double now)
+{
+	struct llm_sched_view v;
+	memset(&v, 0, sizeof(v));
+	v.now = now;
+	v.wall = 1e9;
+	v.max_batch = 32;
+	v.max_prefill = 512;
+	v.kv_blocks = 100;
+	v.kv_free = 100;
+	return v;
+}
+
+static struct llm_sched_plan plan_of(struct llm_policy *p,
+                                     const struct llm_sched_view *v)
+{
+	struct llm_sched_plan pl = { .max_running = v->max_batch,
+	                             .admit = v->max_batch,
+	                             .prefill_tokens = v->max_prefill };
+	p->ops->plan(p, v, &pl);
+	return pl;
+}
+
+START_TEST(policy_names_and_bad_params)
+{
+	struct llm_policy_params q;
+	struct llm_policy *p;
+	int n = 0;
+	for (const char *const *nm = llm_policy_names(); *nm; nm++, n++) {
+		p = policy(*nm, NULL);
+		ck_assert_str_eq(p->ops->name, *nm);
+		llm_policy_free(p);
+	}
+	ck_assert_int_eq(n, 8);
+	ck_assert_int_eq(llm_policy_new(&p, "fastest", NULL), LLM_EINVAL);
+	llm_policy_params_default(&q);
+	q.kv_low = 0.95;   /* above kv_high */
+	ck_assert_int_eq(llm_policy_new(&p, "load", &q), LLM_EINVAL);
+	llm_policy_params_default(&q);
+	q.hybrid = "priority,nonsense";
+	ck_assert_int_eq(llm_policy_new(&p, "hybrid", &q), LLM_EINVAL);
+	ck_assert(strstr(llm_errmsg(), "nonsense"));
+}
+END_TEST
+
+START_TEST(static_runs_batches_to_completion)
+{
+	struct llm_policy_params q;
+	llm_policy_params_default(&q);
+	q.max_batch = 8;
+	q.batch_timeout_ms = 100;
+	struct llm_policy *p = policy("static", &q);
+	struct llm_sched_view v = view(10);
+	struct llm_sched_plan pl;
+
+	v.n_waiting = 3;
+	v.oldest_wait = 0.03;
+	pl = plan_of(p, &v);
+	ck_assert_int_eq(pl.admit, 0);                 /* gathers a batch */
+	ck_assert(fabs(pl.wake - 10.07) < 1e-9);       /* until the timeout */
+	v.oldest_wait = 0.1;
+	pl = plan_of(p, &v);
+	ck_assert_int_eq(pl.admit, 8);                 /* timeout: a partial batch */
+	v.oldest_wait = 0;
+	v.n_waiting = 8;
+	pl = plan_of(p, &v);
+	ck_assert_int_eq(pl.admit, 8);                 /* a full batch */
+	ck_assert_int_eq(pl.max_running, 8);
+	v.n_running = 1;
+	v.n_waiting = 40;
+	v.oldest_wait = 5;
+	pl = plan_of(p, &v);
+	ck_assert_int_eq(pl.admit, 0);                 /* never joins a running batch */
+	llm_policy_free(p);
+}
+END_TEST
+
+START_TEST(window_waits_or_admits_at_min_batch)
+{
+	struct llm_policy_params q;
+	llm_policy_params_default(&q);
+	q.min_batch = 4;
+	q.window_ms = 50;
+	q.max_batch = 16;
+	struct llm_policy *p = policy("window", &q);
+	struct llm_sched_view v = view(1);
+	struct llm_sched_plan pl;
+
+	v.n_waiting = 3;
+	v.oldest_wait = 0.02;
+	pl = plan_of(p, &v);
+	ck_assert_int_eq(pl.admit, 0);
+	ck_assert(fabs(pl.wake - 1.03) < 1e-9);
+	v.oldest_wait = 0.05;
+	pl = plan_of(p, &v);
+	ck_assert_int_gt(pl.admit, 0);                 /* the window passed */
+	v.n_waiting = 4;
+	v.oldest_wait = 0;
+	pl = plan_of(p, &v);
+	ck_assert_int_gt(pl.admit, 0);                 /* min_batch reached */
+	v.n_running = 14;
+	v.n_waiting = 10;
+	pl = plan_of(p, &v);
+	ck_assert_int_eq(pl.max_running, 16);
+	ck_assert_int_le(pl.admit, 2);                 /* never above max_batch */
+	llm_policy_free(p);
+}
+END_TEST
+
+START_TEST(load_shrinks_under_pressure)
+{
+	struct llm_policy_params q;
+	llm_policy_params_default(&q);
+	q.min_batch = 2;
+	struct llm_policy *p = policy("load", &q);
+	struct llm_sched_view v = view(0);
+	struct llm_sched_plan pl;
+	int last = 32;
+
+	v.n_running = 32;
+	v.kv_free = 5;                                 /* 95% used */
+	for (int i = 0; i < 12; i++) {
+		v.now = 0.1 * (i + 1);
+		pl = plan_of(p, &v);
+		ck_assert_int_le(pl.max_running, last);
+		last = pl.max_running;
+		v.n_running = last;
+	}
+	ck_assert_int_eq(last, 2);                     /* down to min_batch */
+	v.kv_free = 90;                                /* pressure gone: grows */
+	for (int i = 0; i < 5; i++) {
+		v.now += 0.1;
+		pl = plan_of(p, &v);
+	}
+	ck_assert_int_eq(pl.max_running, 7);
+	v.cpu_pressure = 0.5;                          /* CPU taken by others */
+	v.now += 0.1;
+	v.n_running = 7;
+	pl = plan_of(p, &v);
+	ck_assert_int_eq(pl.max_running, 5);
+	llm_policy_free(p);
+}
+END_TEST
+
+START_TEST(adaptive_follows_tpot_target)
+{
+	struct llm_policy_params q;
+	llm_policy_params_default(&q);
+	q.min_batch = 2;
+	q.target_tpot_ms = 50;
+	struct llm_policy *p = policy("adaptive", &q);
+	struct llm_sched_view v = view(0);
+	struct llm_sched_plan pl;
+	struct llm_step_info si;
+
+	v.n_waiting = 20;
+	memset(&si, 0, sizeof(si));
+	/* fast steps with requests waiting: the cap grows */
+	int c0 = plan_of(p, &v).max_running;
+	for (int i = 0; i < 10; i++) {
+		pl = plan_of(p, &v);
+		si.n_seqs = si.n_tokens = pl.max_running;
+		si.t_step = 0.010;
+		p->ops->step(p, &si);
+	}
+	int c1 = plan_of(p, &v).max_running;
+	ck_assert_int_gt(c1, c0);
+	/* slow steps: it shrinks */
+	for (int i = 0; i < 3; i++) {
+		si.n_seqs = si.n_tokens = c1;
+		si.t_step = 0.080;
+		p->ops->step(p, &si);
+	}
+	ck_assert_int_lt(plan_of(p, &v).max_running, c1);
+	/* prompt tokens cost 1 ms each: the budget keeps steps near the target */
+	si.t_step = 0.010;
+	si.n_seqs = 2;
+	si.n_tokens = 2;
+	si.n_prefill = 0;
+	for (int i = 0; i < 20; i++)
+		p->ops->step(p, &si);
+	si.n_tokens = 102;
+	si.n_prefill = 100;
+	si.t_step = 0.110;
+	for (int i = 0; i < 20; i++)
+		p->ops->step(p, &si);
+	pl = plan_of(p, &v);
+	ck_assert_int_lt(pl.prefill_tokens, 60);
+	ck_assert_int_gt(pl.prefill_tokens, 20);
+	llm_policy_free(p);
+}
+END_TEST
+
+START_TEST(priority_ranks_and_ages)
+{
+	struct llm_policy_params q;
+	llm_policy_params_default(&q);
+	q.aging_s = 0.05;
+	struct llm_policy *p = policy("priority", &q);
+	struct llm_ctx *c = new_ctx(2, 0);
+	struct llm_engine_params ep;
+	struct llm_engine *e;
+	struct llm_sreq *lo, *hi;
+	struct llm_sreq_params sp;
+
+	llm_engine_params_default(&ep);
+	ck_assert_int_eq(llm_engine_new(&e, c, tok, &ep), 0);   /* not started */
+	memset(&sp, 0, sizeof(sp));
+	sp.prompt = prompts[1];
+	sp.n_prompt = plen[1];
+	greedy_params(&sp.gen);
+	sp.adapter = -1;
+	ck_assert_int_eq(llm_sreq_new(&lo, &sp), 0);
+	sp.priority = 3;
+	ck_assert_int_eq(llm_sreq_new(&hi, &sp), 0);
+	ck_assert_int_eq(llm_engine_submit(e, lo), 0);
+	ck_assert_int_eq(llm_engine_submit(e, hi), 0);
+	double now = llm_sreq_arrival(hi);
+	/* arrived together: the higher class ranks first, by its classes */
+	ck_assert(p->ops->rank(p, hi, now) >= p->ops->rank(p, lo, now) + 2.9);
+	llm_sreq_release(lo);
+	llm_sreq_release(hi);
+	/* a low one that waited 0.3 s gained 6 classes: it ranks above a
+	 * class-3 request arriving now */
+	sp.priority = 0;
+	ck_assert_int_eq(llm_sreq_new(&lo, &sp), 0);
+	ck_assert_int_eq(llm_engine_submit(e, lo), 0);
+	usleep(300000);
+	sp.priority = 3;
+	ck_assert_int_eq(llm_sreq_new(&hi, &sp), 0);
+	ck_assert_int_eq(llm_engine_submit(e, hi), 0);
+	now = llm_sreq_arrival(hi);
+	ck_assert(p->ops->rank(p, lo, now) > p->ops->rank(p, hi, now) + 2);
+	struct llm_sched_view v = view(now);
+	ck_assert(plan_of(p, &v).preempt);
+	llm_engine_free(e);
+	llm_sreq_release(lo);
+	llm_sreq_release(hi);
+	llm_ctx_free(c);
+	llm_policy_free(p);
+}
+END_TEST
+
+/* One slot: a long low-priority request runs; a high one arrives and
+ * preempts it, finishes first; the low one resumes with the same tokens
+ * as when run alone. */
+START_TEST(priority_preempts_in_engine)
+{
+	struct llm_ctx *c = new_ctx(2, 0);
+	struct llm_engine_params ep;
+	struct llm_engine *e;
+	struct llm_sreq *lo, *hi;
+	struct llm_sreq_params sp;
+	struct llm_sreq_snap a, b;
+	struct llm_gen_request alone;
+
+	memset(&sp, 0, sizeof(sp));
+	sp.prompt = prompts[3];
+	sp.n_prompt = plen[3];
+	greedy_params(&sp.gen);
+	sp.gen.max_tokens = 200;
+	sp.gen.ignore_eos = true;
+	sp.adapter = -1;
+	memset(&alone, 0, sizeof(alone));
+	alone.prompt = sp.prompt;
+	alone.n_prompt = sp.n_prompt;
+	alone.params = sp.gen;
+	ck_assert_int_eq(llm_generate(c, tok, &alone, 1, NULL, NULL, NULL), 0);
+
+	llm_engine_params_default(&ep);
+	ep.max_batch = 1;
+	ck_assert_int_eq(llm_policy_new(&ep.policy, "priority", NULL), 0);
+	ck_assert_int_eq(llm_engine_new(&e, c, tok, &ep), 0);
+	ck_assert_int_eq(llm_engine_start(e), 0);
+	ck_assert_int_eq(llm_sreq_new(&lo, &sp), 0);
+	ck_assert_int_eq(llm_engine_submit(e, lo), 0);
+	ck_assert(llm_sreq_wait(lo, (size_t)-1, 2, 10));
+	sp.priority = 5;
+	sp.prompt = prompts[4];
+	sp.n_prompt = plen[4];
+	sp.gen.max_tokens = MAXTOK;
+	sp.gen.ignore_eos = false;
+	ck_assert_int_eq(llm_sreq_new(&hi, &sp), 0);
+	ck_assert_int_eq(llm_engine_submit(e, hi), 0);
+	llm_engine_stop(e, true);
+	ck_assert_int_eq(llm_sreq_snapshot(lo, 0, 0, &a), 0);
+	ck_assert_int_eq(llm_sreq_snapshot(hi, 0, 0, &b), 0);
+	ck_assert(a.done && b.done && !a.error && !b.error);
+	ck_assert_int_ge(a.n_preempted, 1);
+	ck_assert(b.t_total + llm_sreq_arrival(hi) < a.t_total + llm_sreq_arrival(lo));
+	ck_assert_int_eq(a.n_tokens, 200);
+	ck_assert_mem_eq(a.tokens, alone.tokens, 200 * sizeof(int32_t));
+	ck_assert_int_eq(b.n_tokens, ref_n[4]);
+	ck_assert_mem_eq(b.tokens, ref_toks[4], b.n_tokens * sizeof(int32_t));
+	llm_gen_request_clear(&alone);
+	llm_sreq_snap_free(&a);
+	llm_sreq_snap_free(&b);
+	llm_sreq_release(lo);
+	llm_sreq_release(hi);
+	llm_engine_free(e);
+	llm_ctx_free(c);
+}
+END_TEST
+
+START_TEST(predictive_forecasts_from_history)
+{
+	char path[] = "/tmp/test-sched-historyXXXXXX";
+	int fd = mkstemp(path);
+	ck_assert(fd >= 0);
+	FILE *f = fdopen(fd, "w");
+	/* a day of 24 buckets: 0.5 requests/s, 50/s at 10:00 */
+	fprintf(f, "llmkit-predictive 1\nperiod 86400\nbuckets 24\nepoch 0\n");
+	for (int i = 0; i < 24; i++)
+		fprintf(f, "%g 3\n", i == 10 ? 50.0 : 0.5);
+	fclose(f);
+
+	struct llm_policy_params q;
+	llm_policy_params_default(&q);
+	q.buckets = 24;
+	q.min_batch = 4;
+	q.history = path;
+	struct llm_policy *p = policy("predictive", &q);
+	struct llm_sched_view v = view(0);
+	v.arrival_rate = 0.5;
+	v.service_time = 2;
+	v.blocks_per_req = 4;
+
+	v.wall = 86400.0 * 100 + 3 * 3600;             /* 03:00: quiet */
+	struct llm_sched_plan quiet = plan_of(p, &v);
+	ck_assert_int_eq(quiet.max_running, 4);
+	ck_assert_int_eq(quiet.kv_reserve, 0);
+	v.wall = 86400.0 * 100 + 10 * 3600 - 300;      /* 09:55: the surge is due */
+	struct llm_sched_plan ahead = plan_of(p, &v);
+	ck_assert_int_eq(ahead.max_running, 32);       /* sized before it comes */
+	ck_assert_int_gt(ahead.kv_reserve, 0);
+	ck_assert_int_le(ahead.kv_reserve, 50);
+	llm_policy_free(p);
+
+	/* learned arrivals are saved and read back */
+	remove(path);
+	p = policy("predictive", &q);
+	double t0 = 86400.0 * 7 + 5 * 3600;           /* 05:00 */
+	for (int i = 0; i < 3600; i++)
+		p->ops->arrival(p, NULL, i, t0 + i * 0.5);   /* 2/s for half an hour */
+	v.wall = t0 + 3600 + 1800;                      /* 06:30 */
+	(void)plan_of(p, &v);
+	ck_assert_int_eq(llm_policy_save(p), 0);
+	llm_policy_free(p);
+	p = policy("predictive", &q);
+	v.arrival_rate = 0.1;
+	v.wall = 86400.0 * 8 + 5 * 3600 - 60;           /* next day, 04:59 */
+	ck_assert_int_gt(plan_of(p, &v).kv_reserve, 0);
+	v.wall = 86400.0 * 8 + 12 * 3600;               /* noon: nothing known */
+	ck_assert_int_eq(plan_of(p, &v).kv_reserve, 0);
+	llm_policy_free(p);
+
+	/* a history made for other buckets is refused, naming the file */
+	q.buckets = 48;
+	struct llm_policy *bad;
+	ck_assert_int_eq(llm_policy_new(&bad, "predictive", &q), LLM_EFORMAT);
+	ck_assert(strstr(llm_errmsg(), path));
+	remove(path);
+}
+END_TEST
+
+START_TEST(hybrid_composes)
+{
+	struct llm_policy_params q;
+	llm_policy_params_default(&q);
+	struct llm_policy *p = policy("hybrid", &q);   /* priority,window,load */
+	struct llm_sched_view v = view(5);
+	ck_assert(p->ops->rank != NULL);
+	v.n_waiting = 1;
+	v.oldest_wait = 0.01;
+	struct llm_sched_plan pl = plan_of(p, &v);
+	ck_assert(pl.preempt);                         /* priority */
+	ck_assert_int_eq(pl.admit, 0);                 /* window holds */
+	ck_assert(pl.wake > 5);
+	v.n_waiting = 8;
+	v.n_running = 32;
+	v.kv_free = 2;
+	v.now = 6;
+	pl = plan_of(p, &v);
+	ck_assert_int_lt(pl.max_running, 32);          /* load shrinks */
+	llm_policy_free(p);
+	q.hybrid = "window";
+	p = policy("hybrid", &q);
+	ck_assert(p->ops->rank == NULL);               /* nobody ranks: FCFS */
+	llm_policy_free(p);
+}
+END_TEST
+
+struct step_log {
+	int prev_running;
+	int bad_admits;       /* static: admitted beside running requests */
+	int min_cap;
+	int steps;
+};
+
+static void log_step(void *user, const struct llm_step_info *si)
+{
+	struct step_log *l = user;
+	if (si->n_admitted > 0 && l->prev_running > 0)
+		l->bad_admits++;
+	l->prev_running = si->n_running;
+	if (si->n_seqs > 0 && si->cap < l->min_cap)
+		l->min_cap = si->cap;
+	l->steps++;
+}
+
+/* NREQ requests through an engine under a policy; the step log. */
+static void run_policy(const char *name, struct llm_policy_params *q, int kv_blocks,
+                       struct step_log *log, struct llm_sreq_snap *snaps,
+                       int n_req, int stagger_us)
+{
+	struct llm_ctx *c = new_ctx(NREQ, kv_blocks);
+	struct llm_engine_params ep;
+	struct llm_engine *e;
+	struct llm_sreq *rq[NREQ];
+
+	memset(log, 0, sizeof(*log));
+	log->min_cap = 1 << 30;
+	llm_engine_params_default(&ep);
+	ep.max_batch = q->max_batch;
+	ep.on_step = log_step;
+	ep.step_user = log;
+	ck_assert_int_eq(llm_policy_new(&ep.policy, name, q), 0);
+	ck_assert_int_eq(llm_engine_new(&e, c, tok, &ep), 0);
+	ck_assert_int_eq(llm_engine_start(e), 0);
+	for (int r = 0; r < n_req; r++) {
+		struct llm_sreq_params sp;
+		memset(&sp, 0, sizeof(sp));
+		sp.prompt = prompts[r];
+		sp.n_prompt = plen[r];
+		greedy_params(&sp.gen);
+		sp.gen.max_tokens = 4 + (r * 5) % 20;
+		sp.adapter = -1;
+		ck_assert_int_eq(llm_sreq_new(&rq[r], &sp), 0);
+		ck_assert_int_eq(llm_engine_submit(e, rq[r]), 0);
+		if (stagger_us)
+			usleep(stagger_us);
+	}
+	/* all done before the stop (a draining engine no longer holds) */
+	for (int r = 0; r < n_req; r++)
+		while (!llm_sreq_wait(rq[r], (size_t)-1, 1 << 30, 5.0))
+			;
+	llm_engine_stop(e, true);
+	for (int r = 0; r < n_req; r++) {
+		ck_assert_int_eq(llm_sreq_snapshot(rq[r], 0, 0, &snaps[r]), 0);
+		ck_assert(snaps[r].done && snaps[r].error == 0);
+		llm_sreq_release(rq[r]);
+	}
+	llm_engine_free(e);
+	llm_ctx_free(c);
+}
+
+START_TEST(static_engine_never_joins_a_batch)
+{
+	struct llm_policy_params q;
+	struct step_log log;
+	struct llm_sreq_snap s[NREQ];
+	llm_policy_params_default(&q);
+	q.max_batch = 4;
+	q.batch_timeout_ms = 20;
+	run_policy("static", &q, 0, &log, s, 12, 2000);
+	ck_assert_int_eq(log.bad_admits, 0);
+	ck_assert_int_eq(log.min_cap, 4);
+	for (int r = 0; r < 12; r++)
+		llm_sreq_snap_free(&s[r]);
+}
+END_TEST
+
+START_TEST(window_engine_waits_for_its_window)
+{
+	struct llm_policy_params q;
+	struct step_log log;
+	struct llm_sreq_snap s[NREQ];
+	llm_policy_params_default(&q);
+	q.min_batch = 4;
+	q.window_ms = 200;
+	/* one request alone waits for the window */
+	run_policy("window", &q, 0, &log, s, 1, 0);
+	ck_assert_msg(s[0].t_queue >= 0.19, "waited %g s", s[0].t_queue);
+	ck_assert_msg(s[0].t_queue < 1.0, "waited %g s", s[0].t_queue);
+	llm_sreq_snap_free(&s[0]);
+	/* four at once are admitted without waiting */
+	run_policy("window", &q, 0, &log, s, 4, 0);
+	for (int r = 0; r < 4; r++) {
+		ck_assert_msg(s[r].t_queue < 0.15, "request %d waited %g s", r, s[r].t_queue);
+		llm_sreq_snap_free(&s[r]);
+	}
+}
+END_TEST
+
+START_TEST(load_engine_shrinks_under_kv_pressure)
+{
+	struct llm_policy_params q;
+	struct step_log log;
+	struct llm_sreq_snap s[NREQ];
+	llm_policy_params_default(&q);
+	q.min_batch = 2;
+	run_policy("load", &q, 24, &log, s, NREQ, 0);
+	ck_assert_msg(log.min_cap < 32, "cap stayed %d", log.min_cap);
+	for (int r = 0; r < NREQ; r++) {
+		ck_assert_mem_eq(s[r].tokens, ref_toks[r], s[r].n_tokens * sizeof(int32_t));
+		llm_sreq_snap_free(&s[r]);
+	}
+}
+END_TEST
+
 static Suite *sched_suite(void)
 {
 	Suite *s = suite_create("sched");
@@ -373,6 +894,20 @@ static Suite *sched_suite(void)
 	tcase_add_test(tc, preemption_equals_alone);
 	tcase_add_test(tc, cancel_frees_blocks);
 	tcase_add_test(tc, queue_limit_and_bad_requests);
+	tcase_add_test(tc, priority_ranks_and_ages);
+	tcase_add_test(tc, priority_preempts_in_engine);
+	tcase_add_test(tc, static_engine_never_joins_a_batch);
+	tcase_add_test(tc, window_engine_waits_for_its_window);
+	tcase_add_test(tc, load_engine_shrinks_under_kv_pressure);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("policies");
+	tcase_add_test(tc, policy_names_and_bad_params);
+	tcase_add_test(tc, static_runs_batches_to_completion);
+	tcase_add_test(tc, window_waits_or_admits_at_min_batch);
+	tcase_add_test(tc, load_shrinks_under_pressure);
+	tcase_add_test(tc, adaptive_follows_tpot_target);
+	tcase_add_test(tc, predictive_forecasts_from_history);
+	tcase_add_test(tc, hybrid_composes);
 	suite_add_tcase(s, tc);
 	return s;
 }
