@@ -453,14 +453,16 @@ void *llm_kv_v(struct llm_kvcache *kv, int layer) { return kv->v[layer]; }
 
 /* ---------------------------------------------------------------- prefixes */
 
-/* Walk the chain of registered blocks matching tokens; calls fn on each. */
+/* Walk the chain of registered blocks matching tokens from block `from`
+ * (parent: the chain hash of the blocks before it); calls fn on each.
+ * Returns the block after the last match. */
 static int prefix_walk(struct llm_kvcache *kv, const int32_t *tokens, int n,
+                       int from, uint64_t parent,
                        void (*fn)(struct llm_kvcache *, int i, int32_t b,
                                   uint64_t h, void *), void *user)
 {
 	int bs = kv->p.block_size, i;
-	uint64_t parent = 0;
-	for (i = 0; i < n / bs && i < kv->max_table; i++) {
+	for (i = from; i < n / bs && i < kv->max_table; i++) {
 		const int32_t *t = tokens + (size_t)i * bs;
 		uint64_t h = chain_hash(parent, t, bs);
 		int32_t b = table_find(kv, h, parent, t);
@@ -486,7 +488,7 @@ int llm_kv_prefix_lookup(struct llm_kvcache *kv, const int32_t *tokens, int n,
                          int *n_revived)
 {
 	int revived = 0;
-	int blocks = prefix_walk(kv, tokens, n, count_revived, &revived);
+	int blocks = prefix_walk(kv, tokens, n, 0, 0, count_revived, &revived);
 	if (n_revived)
 		*n_revived = revived;
 	return blocks * kv->p.block_size;
@@ -514,11 +516,17 @@ int llm_kv_prefix_attach(struct llm_kvcache *kv, int seq, const int32_t *tokens,
 	struct attach_ctx a = { q };
 	int bs = kv->p.block_size;
 
-	LLM_ASSERT(q->len == 0 && q->n_table == 0);
-	int blocks = prefix_walk(kv, tokens, n, attach_one, &a);
+	/* only onto whole blocks whose chain is known */
+	if (q->len % bs || q->n_table != q->len / bs || q->n_hashed != q->n_table)
+		return q->len;
+	int from = q->n_table;
+	int blocks = prefix_walk(kv, tokens, n, from, from ? q->hashes[from - 1] : 0,
+	                         attach_one, &a);
 	q->len = blocks * bs;
-	kv->pstats.lookups += n / bs;
-	kv->pstats.hits += blocks;
+	/* blocks asked for are counted once, by an empty sequence's attach */
+	if (from == 0)
+		kv->pstats.lookups += n / bs;
+	kv->pstats.hits += blocks - from;
 	return q->len;
 }
 

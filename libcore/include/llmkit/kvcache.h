@@ -110,8 +110,9 @@ void *llm_kv_v(struct llm_kvcache *kv, int layer);
  * never written (a write after a rewind unregisters or copies the block).
  */
 struct llm_kv_prefix_stats {
-	int64_t lookups;      /* full blocks asked for by llm_kv_prefix_attach */
-	int64_t hits;         /* of those, found */
+	int64_t lookups;      /* full blocks asked for by llm_kv_prefix_attach
+	                         onto empty sequences */
+	int64_t hits;         /* blocks attached (onto any sequence) */
 	int64_t evictions;    /* cached blocks reused for other data */
 };
 
@@ -120,8 +121,10 @@ struct llm_kv_prefix_stats {
  * blocks now count as free (cached, unused). */
 int llm_kv_prefix_lookup(struct llm_kvcache *kv, const int32_t *tokens, int n,
                          int *n_revived);
-/* Give an empty sequence the cached blocks matching the start of
- * tokens[0..n): returns the positions it now holds (its length). */
+/* Give a sequence the cached blocks matching tokens[0..n) beyond what it
+ * holds: an empty one, or one holding only whole blocks that
+ * llm_kv_prefix_commit has seen (others are left as they are).  Returns
+ * the positions it now holds (its length). */
 int llm_kv_prefix_attach(struct llm_kvcache *kv, int seq, const int32_t *tokens,
                          int n);
 /* Register the sequence's full blocks among positions [0, n), which hold

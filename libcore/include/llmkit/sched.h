@@ -292,7 +292,8 @@ struct llm_engine_metrics {
 	         requests_canceled, requests_rejected;
 	uint64_t prompt_tokens, prompt_tokens_cached, gen_tokens;
 	uint64_t preemptions, steps;
-	uint64_t prefix_lookups, prefix_hits;
+	uint64_t prefix_lookups, prefix_hits;  /* KV blocks (kvcache.h's
+	                             llm_kv_prefix_stats) */
 	double t_decode;          /* seconds in llm_decode */
 	double t_sched;           /* seconds of engine work outside llm_decode and
 	                             the per-request sampling/text */
