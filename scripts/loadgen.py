@@ -227,9 +227,8 @@ async def post_stream(host, port, path, body, key, timeout):
                     return 500, t_first, time.monotonic(), tokens, o["error"]["message"]
                 if o.get("usage"):
                     tokens = o["usage"]["completion_tokens"]
-                for c in o.get("choices", []):
-                    if c.get("text") and t_first is None:
-                        t_first = time.monotonic()
+                if o.get("choices") and t_first is None:
+                    t_first = time.monotonic()  # the first token's chunk
         return 200, t_first, time.monotonic(), tokens, None
     finally:
         w.close()
@@ -266,7 +265,7 @@ async def run(a):
     port = int(port)
     rows = support_text(os.path.join(DATA, "support", "bitext-customer-support.csv"))
     # characters per token of this server's tokenizer
-    sample = "".join(q + " " + r for q, r in rows[:20])[:2000]
+    sample = "".join(q + " " + r for q, r in rows[:20])[:200]
     req = urllib.request.Request(a.url + "/v1/completions",
                                  data=json.dumps({"prompt": sample, "max_tokens": 1}).encode(),
                                  headers={"Content-Type": "application/json",
@@ -310,14 +309,21 @@ async def run(a):
 
     start = time.monotonic()
     if a.clients:
-        stop_at = start + a.duration
+        # closed loop for --duration seconds; what is still running then is
+        # abandoned (its connection closed: the server cancels it) and not
+        # counted
         counter = iter(range(10 ** 9))
 
         async def client():
-            while time.monotonic() < stop_at:
+            while True:
                 i = next(counter)
                 await one(i, reqs[i % len(reqs)], time.monotonic() - start)
-        await asyncio.gather(*(client() for _ in range(a.clients)))
+        tasks = [asyncio.create_task(client()) for _ in range(a.clients)]
+        await asyncio.sleep(a.duration)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        wall = a.duration
     else:
         tasks = []
         for i, r in enumerate(reqs):
@@ -326,7 +332,8 @@ async def run(a):
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(one(i, r, r[0])))
         await asyncio.gather(*tasks)
-    wall = time.monotonic() - start
+        wall = time.monotonic() - start
+    await asyncio.sleep(0.5)     # let the server see the abandoned ones go
     m1 = metrics(a.url)
     return summarize(a, results, wall, m0, m1)
 
@@ -350,7 +357,8 @@ def summarize(a, res, wall, m0, m1):
     def delta(k):
         return m1.get(k, 0) - m0.get(k, 0)
 
-    s = {"shape": a.shape, "label": a.label, "requests": len(res), "ok": len(ok),
+    s = {"shape": a.shape if not a.clients else "closed-%d" % a.clients,
+         "label": a.label, "requests": len(res), "ok": len(ok),
          "errors": len(res) - len(ok),
          "rejected_429": sum(1 for r in res if r["status"] == 429),
          "wall_s": wall, "gen_tokens": sum(r["tokens"] for r in ok),

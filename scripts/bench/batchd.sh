@@ -1,0 +1,174 @@
+#!/bin/sh
+# The batching policies of llm-batchd side by side, on a dummy
+# stories110M-shape model, 2 threads (timing lives here, not in tests).
+#
+#   scripts/bench/batchd.sh [OUTDIR]        (default /tmp/batchd-bench)
+#
+# 1. Closed loop, 32 concurrent clients (scripts/loadgen.py), every policy
+#    at max batch 32, plus one-request-at-a-time (continuous, max batch 1):
+#    throughput, TTFT / TPOT / end-to-end p50/p95/p99, SLO attainment, mean
+#    batch, and the server overhead ((HTTP work + scheduling) / step time,
+#    from /metrics).
+# 2. A quiet period then a launch spike (open loop) for the policies that
+#    size batches from load.
+# 3. Mixed priorities under overload: per-class p99 TTFT.
+# Markdown tables on stdout; JSON per run and gnuplot PNGs (if gnuplot is
+# installed) in OUTDIR.  Environment: DURATION (seconds per run, 20),
+# CLIENTS (32), THREADS (2), MODEL (a GGUF; default a dummy made with
+# llm-convert --dummy stories110M).
+set -eu
+src=$(cd "$(dirname "$0")/../.." && pwd)
+bin=${LLMKIT_BIN:-$src}
+out=${1:-/tmp/batchd-bench}
+D=${DURATION:-20}
+C=${CLIENTS:-32}
+T=${THREADS:-2}
+mkdir -p "$out"
+model=${MODEL:-$out/s110.gguf}
+[ -r "$model" ] || "$bin/tools/llm-convert" --dummy stories110M -o "$model" >/dev/null
+export LLMKIT_DATA="${LLMKIT_DATA:-$src/../shared/data}"
+echo "# llm-batchd policies: $(basename "$model"), $T threads, $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%FT%TZ)"
+
+pid=
+stop() { [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; pid=; }
+trap stop EXIT
+
+# run LABEL "SERVER ARGS" LOADGEN ARGS...
+run() {
+	label=$1 sargs=$2; shift 2
+	rm -f "$out/port"
+	# shellcheck disable=SC2086
+	"$bin/tools/llm-batchd" -m "$model" --listen 127.0.0.1:0 --port-file "$out/port" \
+		-t "$T" -c 512 $sargs 2> "$out/$label.server.log" &
+	pid=$!
+	while [ ! -s "$out/port" ]; do
+		kill -0 "$pid" 2>/dev/null || { cat "$out/$label.server.log" >&2; exit 1; }
+		sleep 0.2
+	done
+	python3 "$src/scripts/loadgen.py" --url "http://127.0.0.1:$(cat "$out/port")" \
+		--label "$label" --duration "$D" --json "$out/$label.json" \
+		--trace "$out/$label.trace" "$@" > /dev/null
+	stop
+}
+
+table() {  # table JSON...: one markdown row each
+	python3 - "$@" <<'PY'
+import json, sys
+print("| run | policy | req | tok/s | TTFT p50/p95/p99 ms | TPOT p50/p95/p99 ms | e2e p50/p99 s | SLO | mean batch | step ms | preempt | overhead |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+for f in sys.argv[1:]:
+    d = json.load(open(f)); s = d["server"]
+    ms = lambda k: "%.0f" % (1000 * d[k])
+    print("| %s | %s | %d | %.1f | %s / %s / %s | %s / %s / %s | %.2f / %.2f | %.0f%% | %.1f | %.0f | %d | %.2f%% |" % (
+        d["label"], d["policy"], d["ok"], d["tok_per_s"],
+        ms("ttft_p50"), ms("ttft_p95"), ms("ttft_p99"),
+        ms("tpot_p50"), ms("tpot_p95"), ms("tpot_p99"),
+        d["e2e_p50"], d["e2e_p99"], 100 * d["slo"], s["mean_batch"],
+        s["mean_step_ms"], s["preemptions"], 100 * s["overhead"]))
+PY
+}
+
+# ---------------------------------------------------------------- 1. closed loop
+lg="--clients $C --prompt-mean 48 --output-mean 32 --max-prompt 128 --max-output 48"
+lg="$lg --slo-ttft 5 --slo-tpot 0.5"
+run one-at-a-time "--policy continuous --max-batch 1" $lg
+for p in static continuous adaptive window load predictive priority hybrid; do
+	extra=
+	case $p in
+	adaptive) extra="--target-tpot-ms 400" ;;
+	window) extra="--min-batch 8 --window-ms 500" ;;
+	static) extra="--batch-timeout-ms 500" ;;
+	esac
+	run "$p" "--policy $p --max-batch 32 $extra" $lg
+done
+echo
+echo "## $C concurrent clients, closed loop, ${D}s per run"
+echo
+table "$out/one-at-a-time.json" "$out"/static.json "$out"/continuous.json \
+	"$out"/adaptive.json "$out"/window.json "$out"/load.json \
+	"$out"/predictive.json "$out"/priority.json "$out"/hybrid.json
+python3 - "$out" <<'PY'
+import json, sys
+o = sys.argv[1]
+j = lambda n: json.load(open("%s/%s.json" % (o, n)))
+one, st, co = j("one-at-a-time"), j("static"), j("continuous")
+print()
+print("continuous / one-at-a-time throughput: %.2fx; continuous / static: %.2fx; "
+      "p99 TTFT continuous %.2f s vs static %.2f s" % (
+          co["tok_per_s"] / max(one["tok_per_s"], 1e-9),
+          co["tok_per_s"] / max(st["tok_per_s"], 1e-9),
+          co["ttft_p99"], st["ttft_p99"]))
+s = co["server"]
+print("server overhead (continuous): HTTP %.3f s + scheduling %.3f s over %.1f s of steps "
+      "(%.1f s in the forward) = %.2f%%" % (s["http_s"], s["sched_s"], s["busy_s"],
+                                           s["decode_s"], 100 * s["overhead"]))
+PY
+
+# ---------------------------------------------------------------- 2. spike
+rate=$(python3 -c "import json; d=json.load(open('$out/continuous.json')); print(round(max(0.2, 0.4 * d['req_per_s']), 2))")
+sp="--shape spike --rate $rate --prompt-mean 48 --output-mean 32 --max-prompt 128 --max-output 48 --slo-ttft 5 --slo-tpot 0.5"
+for p in static continuous window load predictive; do
+	run "spike-$p" "--policy $p --max-batch 32 --period-s $D --buckets 20 --horizon-s 3" $sp
+done
+echo
+echo "## quiet (rate $rate/5) then spike (rate $rate x 3), open loop"
+echo
+table "$out"/spike-*.json
+
+# ---------------------------------------------------------------- 3. priorities
+pr="--shape priority --rate $(python3 -c "print(round(1.5 * $rate * 2.5, 2))") --prompt-mean 48 --output-mean 32 --max-prompt 128 --max-output 48 --slo-ttft 5 --slo-tpot 0.5"
+for p in continuous priority hybrid; do
+	run "prio-$p" "--policy $p --max-batch 16 --aging-s 30" $pr
+done
+echo
+echo "## mixed priorities (70% class 0, 20% class 1, 10% class 2) over capacity"
+echo
+python3 - "$out"/prio-*.json <<'PY'
+import json, sys
+print("| policy | req | tok/s | TTFT p99 class 0 / 1 / 2 s | e2e p99 class 0 / 1 / 2 s | preempt |")
+print("|---|---|---|---|---|---|")
+for f in sys.argv[1:]:
+    d = json.load(open(f)); b = d.get("by_priority", {})
+    g = lambda c, k: "%.2f" % b[c][k] if c in b else "-"
+    print("| %s | %d | %.1f | %s / %s / %s | %s / %s / %s | %d |" % (
+        d["policy"], d["ok"], d["tok_per_s"], g("0", "ttft_p99"), g("1", "ttft_p99"),
+        g("2", "ttft_p99"), g("0", "e2e_p99"), g("1", "e2e_p99"), g("2", "e2e_p99"),
+        d["server"]["preemptions"]))
+PY
+
+# ---------------------------------------------------------------- plots
+if command -v gnuplot >/dev/null 2>&1; then
+	python3 - "$out" <<'PY'
+import json, sys
+o = sys.argv[1]
+names = ["one-at-a-time", "static", "continuous", "adaptive", "window", "load",
+         "predictive", "priority", "hybrid"]
+with open(o + "/policies.dat", "w") as f:
+    for n in names:
+        d = json.load(open("%s/%s.json" % (o, n)))
+        f.write("%s %.2f %.3f %.3f\n" % (n, d["tok_per_s"], d["ttft_p99"], d["tpot_p99"]))
+PY
+	gnuplot <<EOF
+set terminal png size 900,420
+set output "$out/throughput.png"
+set style data histograms
+set style fill solid 0.8
+set ylabel "generated tokens/s"
+set title "llm-batchd: throughput, $C clients (dummy stories110M, $T threads)"
+set xtics rotate by -30
+plot "$out/policies.dat" using 2:xtic(1) title "tok/s"
+set output "$out/ttft.png"
+set ylabel "seconds"
+set title "p99 TTFT and TPOT"
+plot "$out/policies.dat" using 3:xtic(1) title "TTFT p99", "" using 4 title "TPOT p99"
+set output "$out/spike.png"
+set style data points
+set xtics norotate
+set xlabel "request sent (s)"
+set ylabel "TTFT (s)"
+set title "quiet then spike: TTFT of each request"
+plot for [p in "static continuous window load predictive"] "$out/spike-".p.".trace" using 1:2 title p
+EOF
+	echo
+	echo "plots: $out/throughput.png $out/ttft.png $out/spike.png"
+fi
