@@ -232,9 +232,12 @@ static enum MHD_Result handle_generate(struct MHD_Connection *c,
 		cr->responded = true;
 		return ret;
 	}
+	double t_look = llm_time_now();
 	while (!llm_serve_job_done(cr->j)) {
-		if (llm_serve_job_wait(cr->j, SLICE))
+		/* news comes with every token: look at the socket by the clock */
+		if (llm_serve_job_wait(cr->j, SLICE) && llm_time_now() - t_look < SLICE)
 			continue;
+		t_look = llm_time_now();
 		if (client_gone(cr->fd) || giving_up(h)) {
 			llm_serve_job_cancel(cr->j);
 			cr->status = 499;     /* nginx's "client closed request" */

@@ -110,7 +110,7 @@ check "metrics count the requests" [ "$(awk '$1 == "llmkit_e2e_seconds_count" {p
 # --- a client that goes away mid-stream frees its sequence at once
 canceled0=$(metric 'llmkit_requests_total{outcome="canceled"}')
 curl -sN -m 1 -H "$auth" "$url/v1/completions" \
-	-d '{"prompt":"Once","max_tokens":100000,"ignore_eos":true,"stream":true}' > "$tmp/gone" 2>/dev/null &
+	-d '{"prompt":"Once","max_tokens":100000,"ignore_eos":true,"stream":true,"n":8}' > "$tmp/gone" 2>/dev/null &
 cpid=$!
 i=0; while [ ! -s "$tmp/gone" ] && [ $i -lt 50 ]; do sleep 0.05; i=$((i + 1)); done
 kill "$cpid" 2>/dev/null; wait "$cpid" 2>/dev/null
@@ -120,10 +120,12 @@ check "disconnect: nothing running" [ "$(metric llmkit_requests_running)" = 0 ]
 check "disconnect: request canceled" [ "$(metric 'llmkit_requests_total{outcome="canceled"}')" -gt "$canceled0" ]
 check "disconnect: KV blocks freed" [ "$(metric llmkit_kv_blocks_used)" = 0 ]
 # the same for a plain (not streamed) request
-curl -s -m 0.5 -H "$auth" "$url/v1/completions" \
-	-d '{"prompt":"Once","max_tokens":100000,"ignore_eos":true}' > /dev/null 2>&1
+canceled1=$(metric 'llmkit_requests_total{outcome="canceled"}')
+curl -s -m 0.2 -H "$auth" "$url/v1/completions" \
+	-d '{"prompt":"Once","max_tokens":100000,"ignore_eos":true,"n":8}' > /dev/null 2>&1
 sleep 0.3
 check "plain request disconnect: nothing running" [ "$(metric llmkit_requests_running)" = 0 ]
+check "plain request disconnect: canceled" [ "$(metric 'llmkit_requests_total{outcome="canceled"}')" -ge $((canceled1 + 8)) ]
 stop_server
 check "exit 0 on SIGTERM" [ "$server_status" = 0 ]
 
