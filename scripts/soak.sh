@@ -37,16 +37,26 @@ end=$(( $(date +%s) + S ))
 n=0
 while [ "$(date +%s)" -lt "$end" ]; do
 	n=$((n + 1))
+	pids=
 	curl -s -H "$A" "$url/v1/completions" -d '{"prompt":"Once upon a time","max_tokens":40,"n":2,"logprobs":3}' >/dev/null &
+	pids="$pids $!"
 	curl -sN -H "$A" "$url/v1/chat/completions" -d '{"messages":[{"role":"user","content":"Hi"}],"max_tokens":30,"stream":true,"logprobs":true,"top_logprobs":2,"stream_options":{"include_usage":true}}' >/dev/null &
+	pids="$pids $!"
 	curl -sN -m 0.2 -H "$A" "$url/v1/completions" -d '{"prompt":"Once","max_tokens":2000,"ignore_eos":true,"stream":true}' >/dev/null 2>&1 &
+	pids="$pids $!"
 	curl -s -m 0.2 -H "$A" "$url/v1/completions" -d '{"prompt":"Once","max_tokens":2000,"ignore_eos":true}' >/dev/null 2>&1 &
+	pids="$pids $!"
 	curl -s -H "$A" "$url/v1/completions" -d '{"prompt": "x", ' >/dev/null &
+	pids="$pids $!"
 	curl -s -H "$A" "$url/v1/completions" -d "{\"prompt\":\"$(head -c 70000 /dev/zero | tr '\0' a)\"}" >/dev/null &
+	pids="$pids $!"
 	curl -s "$url/v1/models" >/dev/null &
+	pids="$pids $!"
 	curl -s "$url/metrics" >/dev/null &
+	pids="$pids $!"
 	curl -s -H "$A" "$url/v1/completions" -d '{"prompt":["The dog","The cat"],"max_tokens":8,"echo":true,"stop":["."]}' >/dev/null &
-	wait
+	pids="$pids $!"
+	for p in $pids; do wait "$p" || true; done
 done
 kill -TERM $pid
 status=0; wait $pid || status=$?
