@@ -239,8 +239,44 @@ struct llm_policy {
 	void *state;
 };
 
-/* "static", "continuous", "adaptive", "window", "load", "predictive",
- * "priority", "hybrid".  LLM_EINVAL for an unknown name or bad parameter. */
+/*
+ * "static", "continuous", "adaptive", "window", "load", "predictive",
+ * "priority", "hybrid".  LLM_EINVAL for an unknown name or bad parameter;
+ * predictive: LLM_EFORMAT / LLM_EIO for a history file it cannot use (a
+ * missing one is not an error: it learns from scratch).  p NULL: defaults.
+ *
+ *   static      admits only when nothing runs: a batch of max_batch, or
+ *               what waited batch_timeout_ms; the batch runs to completion.
+ *   continuous  admits whenever a sequence and KV blocks are free.
+ *   adaptive    cap on running sequences by additive increase (+1 while
+ *               steps stay under 90% of target_tpot_ms and requests wait)
+ *               and multiplicative decrease (x0.8 when a step goes over);
+ *               prompt tokens per step held to what fits the target at the
+ *               measured cost per prompt token; the cap never exceeds the
+ *               concurrency the arrival rate needs (rate x service time x
+ *               1.25), never goes under min_batch.
+ *   window      admits when min_batch wait or the oldest waited window_ms,
+ *               up to max_batch running.
+ *   load        cap cut by a quarter (from what runs) when KV use passes
+ *               kv_high or other processes' CPU passes cpu_high, grown by
+ *               one when both are under kv_low and cpu_low; at most one
+ *               change per 100 ms, never under min_batch.
+ *   predictive  a seasonal arrival-rate history (buckets per period_s from
+ *               epoch, each averaged over seasons) forecasts the highest
+ *               rate within horizon_s; cap = concurrency of the larger of
+ *               forecast and observed rate (x service time x 1.25, at
+ *               least min_batch and what runs and waits); when the
+ *               forecast is surge_ratio times the observed rate, KV blocks
+ *               for the extra requests are reserved ahead (at most half).
+ *               History file (text): "llmkit-predictive 1", "period P",
+ *               "buckets B", "epoch E", then B lines "rate seasons";
+ *               written by llm_policy_save (to FILE.tmp, then renamed).
+ *   priority    rank = priority + seconds waited / aging_s; admitted by
+ *               rank; a waiting request ranked at least one above a
+ *               running one preempts it (its KV is recomputed later).
+ *   hybrid      components in order over one plan (each only tightens);
+ *               the first that ranks ranks.
+ */
 int llm_policy_new(struct llm_policy **out, const char *name,
                    const struct llm_policy_params *p);
 void llm_policy_free(struct llm_policy *p);
