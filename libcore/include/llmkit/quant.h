@@ -34,6 +34,7 @@
 #ifndef LLMKIT_QUANT_H
 #define LLMKIT_QUANT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -141,6 +142,60 @@ static inline void llm_q4k_scale_min(int j, const uint8_t *q, uint8_t *sc,
 
 /* The 16 signed scales (already minus 32) of a q3_k block. */
 void llm_q3k_scales(const uint8_t *packed, int8_t *out);
+
+/* ================================================================ model files */
+
+struct llm_gguf;
+struct llm_imatrix;
+
+/* --tensor-type: weights whose name matches the (extended) regular
+ * expression get the type; the first match wins. */
+struct llm_quant_override {
+	const char *pattern;
+	int type;
+};
+
+/*
+ * What to write.  ftype names the file type: a plain type ("q4_0", "q4_k",
+ * "q8_0", "f16" ...) or one of llama.cpp's mixes ("q4_k_m", "q5_k_m",
+ * "q3_k_m" ...).  Unless pure, the mix rules of llama.cpp's
+ * llama_tensor_get_type apply: the output matrix (or the embedding tied
+ * to it) at q6_k, value and down projections of some layers at higher
+ * precision.  A weight whose rows are not a whole number of the type's
+ * blocks falls back to a compatible type (q4_k -> q5_0, q6_k -> q8_0 ...,
+ * then f16), with a notice.  Vectors (norms, biases) are copied as they are.
+ */
+struct llm_quantize_params {
+	const char *ftype;
+	bool pure;
+	struct llm_imatrix *imatrix;            /* NULL: reference rounding */
+	const struct llm_quant_override *overrides;
+	int n_overrides;
+	int output_type, embd_type;             /* -1: by the rules */
+	int n_threads;                          /* <= 0: all CPUs */
+	/* notices (fallbacks, missing importance) and per-tensor progress */
+	void (*notice)(void *user, const char *msg);
+	void (*progress)(void *user, int i, int n, const char *name, int from,
+	                 int to, uint64_t bytes_in, uint64_t bytes_out);
+	void *user;
+};
+
+struct llm_quantize_stats {
+	uint64_t bytes_in, bytes_out;          /* all tensor data */
+	uint64_t n_weights;                    /* elements of 2-D weights */
+	uint64_t weight_bytes_in, weight_bytes_out;
+	int n_tensors, n_converted, n_fallback;
+	int count[LLM_DTYPE_COUNT];            /* tensors written, per type */
+};
+
+/* The file type names ftype accepts, NULL-terminated. */
+const char *const *llm_quant_ftypes(void);
+
+/* Quantize the model in `in` to out_path ("-": standard output), written
+ * atomically (llm_gguf_write_file): a failure leaves nothing behind. */
+int llm_quantize_model(struct llm_gguf *in, const char *out_path,
+                       const struct llm_quantize_params *p,
+                       struct llm_quantize_stats *st);
 
 #ifdef __cplusplus
 }
