@@ -146,8 +146,10 @@ const float *llm_imatrix_get(struct llm_imatrix *im, const char *name, int64_t n
 		e->mean = malloc(e->n * sizeof(float));
 		if (!e->mean)
 			return NULL;
+		/* from the sums rounded to float as a saved file holds them,
+		 * so a saved and reloaded matrix quantizes to the same bytes */
 		for (int64_t j = 0; j < e->n; j++)
-			e->mean[j] = (float)(e->sum2[j] / e->count);
+			e->mean[j] = (float)e->sum2[j] / (float)e->count;
 	}
 	return e->mean;
 }

@@ -193,6 +193,9 @@ int main(int argc, char **argv)
 		llm_cli_usage_error(&cli, "unexpected operand '%s'", argv[optind]);
 	if (!o.file)
 		llm_cli_usage_error(&cli, "no text given (-f FILE)");
+	if (o.stride > o.n_ctx)
+		llm_cli_usage_error(&cli, "--stride %d is larger than the window (%d)",
+		                    o.stride, o.n_ctx);
 
 	if ((rc = llm_read_file(o.file, &text, &len)) || (rc = load(o.model, o.mmap, &m)) ||
 	    (rc = llm_tokenizer_from_gguf(&tok, m->gguf)))
@@ -205,12 +208,9 @@ int main(int argc, char **argv)
 		goto fail;
 	}
 	if (o.n_ctx > n_ids)
-		o.n_ctx = n_ids;
-	if (o.stride < 0)
-		o.stride = o.n_ctx / 2 > 0 ? o.n_ctx / 2 : 1;
-	if (o.stride > o.n_ctx)
-		llm_cli_usage_error(&cli, "--stride %d is larger than the window (%d)",
-		                    o.stride, o.n_ctx);
+		o.n_ctx = n_ids;          /* a short text: one window */
+	if (o.stride < 0 || o.stride > o.n_ctx)
+		o.stride = o.stride < 0 && o.n_ctx / 2 > 0 ? o.n_ctx / 2 : o.n_ctx;
 	struct llm_ppl_params pp = {
 		.n_ctx = o.n_ctx, .stride = o.stride, .n_seq = o.batch,
 		.bos = !o.no_bos && llm_tokenizer_add_bos(tok) ? llm_token_bos(tok) : -1,
