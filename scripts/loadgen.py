@@ -404,10 +404,9 @@ def summarize(a, res, wall, m0, m1):
             s["policy"] = k.split('policy="', 1)[1].split('"', 1)[0]
     if a.trace:
         with open(a.trace, "w") as f:
-            for r in sorted(res, key=lambda r: r["t_send"]):
-                t0 = min(x["t_send"] for x in res)
+            for r in sorted(res, key=lambda r: r["t_sched"]):
                 f.write("%.3f %.4f %.4f %d %d\n" % (
-                    r["t_send"] - t0,
+                    r["t_sched"],
                     (r["t_first"] - r["t_send"]) if r["t_first"] else -1,
                     r["t_end"] - r["t_send"], r["priority"], r["status"]))
     return s
@@ -438,7 +437,7 @@ def main():
     p.add_argument("--start-at", type=float, default=0,
                    help="start at this Unix time (to line up with a season)")
     p.add_argument("--json", help="write the summary here")
-    p.add_argument("--trace", help="per-request lines: t_send ttft e2e priority status")
+    p.add_argument("--trace", help="per-request lines: t_scheduled ttft e2e priority status")
     a = p.parse_args()
     s = asyncio.run(run(a))
     out = json.dumps(s, indent=1)

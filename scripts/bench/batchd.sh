@@ -15,7 +15,8 @@
 # Markdown tables on stdout; JSON per run and gnuplot PNGs (if gnuplot is
 # installed) in OUTDIR.  Environment: DURATION (seconds per closed-loop
 # run, 60), SHAPE_S (seconds of the open-loop shapes, 30),
-# CLIENTS (32), THREADS (2), MODEL (a GGUF; default a dummy made with
+# CLIENTS (32), THREADS (2), RATE (open-loop base rate, req/s: 0.4 x
+# the closed loop's continuous completions), SECTIONS (which of 1 2 3 to run: 123), MODEL (a GGUF; default a dummy made with
 # llm-convert --dummy stories110M).
 set -eu
 src=$(cd "$(dirname "$0")/../.." && pwd)
@@ -70,7 +71,9 @@ for f in sys.argv[1:]:
 PY
 }
 
+sections=${SECTIONS:-123}
 # ---------------------------------------------------------------- 1. closed loop
+case $sections in *1*)
 lg="--clients $C --shape sharegpt --rate 10 --len-scale 0.125 --max-prompt 128 --max-output 64"
 lg="$lg --slo-ttft 5 --slo-tpot 0.5"
 lg="$lg --duration $D"
@@ -106,9 +109,12 @@ print("server overhead (continuous): HTTP %.3f s + scheduling %.3f s over %.1f s
       "(%.1f s in the forward) = %.2f%%" % (s["http_s"], s["sched_s"], s["busy_s"],
                                            s["decode_s"], 100 * s["overhead"]))
 PY
+;; esac
 
 # ---------------------------------------------------------------- 2. spike
-rate=$(python3 -c "import json; d=json.load(open('$out/continuous.json')); print(round(max(0.2, 0.4 * d['req_per_s']), 2))")
+# open-loop rates from the closed loop's completion rate
+rate=${RATE:-$(python3 -c "import json; d=json.load(open('$out/continuous.json')); print(round(max(0.2, 0.4 * d['req_per_s']), 2))")}
+case $sections in *2*)
 sp="--shape spike --duration $DS --rate $rate --prompt-mean 48 --output-mean 32 --max-prompt 128 --max-output 48 --slo-ttft 5 --slo-tpot 0.5"
 for p in static continuous window load; do
 	run "spike-$p" "--policy $p --max-batch 32" $sp
@@ -117,9 +123,11 @@ done
 # history saved at exit), the second is measured; both start on a season
 pred="--policy predictive --max-batch 32 --period-s $DS --buckets 10 --horizon-s $(python3 -c "print($DS / 5)") --history $out/pred.hist"
 rm -f "$out/pred.hist"
+t0=$(( $(date +%s) + 8 ))
 for r in learn spike-predictive; do
-	t=$(( $(date +%s) + 8 ))
-	run "$r" "$pred --epoch $t" $sp --start-at "$t"
+	# the history belongs to one epoch: start a whole number of seasons on
+	t=$(( t0 + DS * ( ( $(date +%s) + 8 - t0 + DS - 1 ) / DS ) ))
+	run "$r" "$pred --epoch $t0" $sp --start-at "$t"
 done
 echo
 echo "## quiet (rate $rate/5) then spike (rate $rate x 3), open loop, ${DS}s"
@@ -136,7 +144,9 @@ for name, f in (("continuous", sys.argv[2]), ("predictive", sys.argv[3])):
         name, sum(xs) / len(xs) if xs else float("nan"), len(xs)))
 PY
 
+;; esac
 # ---------------------------------------------------------------- 3. priorities
+case $sections in *3*)
 pr="--shape priority --duration $DS --rate $(python3 -c "print(round(1.5 * $rate * 2.5, 2))") --prompt-mean 48 --output-mean 32 --max-prompt 128 --max-output 48 --slo-ttft 5 --slo-tpot 0.5"
 for p in continuous priority hybrid; do
 	run "prio-$p" "--policy $p --max-batch 16 --aging-s 30" $pr
@@ -157,6 +167,7 @@ for f in sys.argv[1:]:
         d["server"]["preemptions"]))
 PY
 
+;; esac
 # ---------------------------------------------------------------- plots
 if command -v gnuplot >/dev/null 2>&1; then
 	python3 - "$out" <<'PY'
