@@ -206,6 +206,22 @@ START_TEST(full_batch_equals_alone)
 	run_engine(c, NREQ, 4096, false, res);
 	expect_reference(res, "batch of 32");
 	ck_assert_int_eq(res->m.requests_done, NREQ);
+	/* metrics: every request observed once, every token counted */
+	uint64_t toks = 0, prompt = 0;
+	for (int r = 0; r < NREQ; r++) {
+		toks += res->n[r];
+		prompt += plen[r];
+	}
+	ck_assert_uint_eq(res->m.gen_tokens, toks);
+	ck_assert_uint_eq(res->m.prompt_tokens, prompt);
+	ck_assert_uint_eq(res->m.ttft.total, NREQ);
+	ck_assert_uint_eq(res->m.e2e.total, NREQ);
+	ck_assert_uint_eq(res->m.queue_time.total, NREQ);
+	ck_assert_uint_eq(res->m.requests_submitted, NREQ);
+	ck_assert_int_eq(res->m.running, 0);
+	ck_assert_int_eq(res->m.waiting, 0);
+	ck_assert(res->m.t_decode > 0 && res->m.t_busy >= res->m.t_decode);
+	ck_assert(llm_hist_quantile(&res->m.ttft, 0.5) <= llm_hist_quantile(&res->m.ttft, 0.99));
 	ck_assert_int_eq(res->n_cached_total, 0);
 	/* the batch really was full at some point */
 	ck_assert_int_eq(res->max_seqs, NREQ);
