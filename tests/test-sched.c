@@ -527,6 +527,47 @@ START_TEST(stop_without_drain_cancels)
 }
 END_TEST
 
+
+/* Requests that outgrow the whole cache end at its size (finish
+ * "length"), one after the other, instead of failing or looping. */
+START_TEST(outgrowing_the_cache_ends_at_its_size)
+{
+	struct llm_ctx *c = new_ctx(4, 4);   /* 64 positions in all */
+	struct llm_engine_params ep;
+	struct llm_engine *e;
+	struct llm_sreq *r[2];
+	llm_engine_params_default(&ep);
+	ck_assert_int_eq(llm_engine_new(&e, c, tok, &ep), 0);
+	for (int i = 0; i < 2; i++) {
+		struct llm_sreq_params sp;
+		memset(&sp, 0, sizeof(sp));
+		sp.prompt = prompts[1 + 2 * i];
+		sp.n_prompt = plen[1 + 2 * i];
+		greedy_params(&sp.gen);
+		sp.gen.max_tokens = 150;
+		sp.gen.ignore_eos = true;
+		sp.adapter = -1;
+		ck_assert_int_lt(sp.n_prompt, 40);
+		ck_assert_int_eq(llm_sreq_new(&r[i], &sp), 0);
+		ck_assert_int_eq(llm_engine_submit(e, r[i]), 0);
+	}
+	ck_assert_int_eq(llm_engine_start(e), 0);
+	llm_engine_stop(e, true);
+	for (int i = 0; i < 2; i++) {
+		struct llm_sreq_snap s;
+		ck_assert_int_eq(llm_sreq_snapshot(r[i], 0, 0, &s), 0);
+		ck_assert(s.done && s.error == 0);
+		ck_assert_int_eq(s.finish, LLM_FINISH_LENGTH);
+		/* 64 positions computed, the last one's token sampled */
+		ck_assert_int_eq(s.n_prompt + s.n_tokens, 65);
+		llm_sreq_snap_free(&s);
+		llm_sreq_release(r[i]);
+	}
+	llm_engine_free(e);
+	llm_ctx_free(c);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- policies */
 
 static struct llm_policy *policy(const char *name, struct llm_policy_params *q)
@@ -1061,6 +1102,7 @@ static Suite *sched_suite(void)
 	tcase_add_test(tc, queue_limit_and_bad_requests);
 	tcase_add_test(tc, sampled_text_streams_like_alone);
 	tcase_add_test(tc, stop_without_drain_cancels);
+	tcase_add_test(tc, outgrowing_the_cache_ends_at_its_size);
 	tcase_add_test(tc, priority_ranks_and_ages);
 	tcase_add_test(tc, priority_preempts_in_engine);
 	tcase_add_test(tc, static_engine_never_joins_a_batch);
