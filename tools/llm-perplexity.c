@@ -20,7 +20,7 @@ static const char *prog = "llm-perplexity";
 
 enum {
 	OPT_STRIDE = 256, OPT_KL_BASE, OPT_JSON, OPT_NO_BOS, OPT_CHUNKS, OPT_KV_TYPE,
-	OPT_MMAP, OPT_PROGRESS,
+	OPT_MMAP, OPT_PROGRESS, OPT_DEVICE,
 };
 
 static const struct llm_opt opts[] = {
@@ -48,6 +48,7 @@ static const struct llm_opt opts[] = {
 	{ OPT_KV_TYPE, "kv-type", "TYPE", "KV cache element type: f16 or f32 "
 	                                  "(default: f16)" },
 	{ OPT_MMAP, "mmap", NULL, "map the models instead of reading them" },
+	{ OPT_DEVICE, "device", LLM_CLI_DEVICE_ARG, LLM_CLI_DEVICE_HELP },
 	{ 0 }
 };
 
@@ -68,6 +69,7 @@ struct options {
 	int n_ctx, stride, chunks, batch, threads;
 	bool no_bos, json, mmap, progress;
 	enum llm_dtype kv_type;
+	const char *device;
 };
 
 static int on_progress(void *user, int done, int total)
@@ -92,6 +94,7 @@ static int new_ctx(struct llm_model *m, const struct options *o, struct llm_ctx 
 	struct llm_ctx_params cp;
 	llm_ctx_params_default(&cp);
 	cp.n_threads = o->threads;
+	cp.device = o->device;
 	cp.n_ctx = o->n_ctx;
 	cp.n_batch = o->n_ctx * o->batch;
 	cp.n_seq_max = o->batch;
@@ -187,6 +190,10 @@ int main(int argc, char **argv)
 			break;
 		}
 		case OPT_MMAP: o.mmap = true; break;
+		case OPT_DEVICE:
+			if (llm_cli_device(arg, &o.device))
+				llm_cli_usage_error(&cli, "%s", llm_errmsg());
+			break;
 		}
 	}
 	if (optind != argc)
