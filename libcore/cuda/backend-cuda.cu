@@ -80,6 +80,7 @@ struct cuda {
 	size_t tile_n;
 	void *xh;              /* activations as halves */
 	size_t xh_n;
+	bool attn_simple;      /* LLMKIT_CUDA_ATTN=simple: no tiled attention */
 };
 
 static struct cuda *cuda_of(struct llm_backend *be)
@@ -592,9 +593,12 @@ static void cuda_add(struct llm_backend *be, float *y, const float *x, int64_t n
 /* ---------------------------------------------------------------- attention */
 
 /*
- * The device table: pos[n] | tok_off[n] | blocks..., where the blocks of
- * each distinct sequence table appear once (tokens of one sequence share
- * its table), as many as its furthest token needs.
+ * The device table: pos[n] | tok_off[n] | blocks | singles | tiles, where
+ * the blocks of a run of tokens with one table (one sequence's prefill)
+ * appear once, as many as the run's furthest token needs.  A run of two
+ * or more tokens goes to the tiled kernel in tiles of CUDA_ATTN_TILE; the
+ * rest (decode tokens) to the one-token kernel (cuda-internal.h).
+ * LLMKIT_CUDA_ATTN=simple sends every token to the one-token kernel.
  */
 static void cuda_attention(struct llm_backend *be, const struct llm_attn_batch *ab,
                            const float *q, float *out)
@@ -614,8 +618,8 @@ static void cuda_attention(struct llm_backend *be, const struct llm_attn_batch *
 		     ab->head_dim, CUDA_ATTN_MAX_HD);
 		return;
 	}
-	/* worst case: every token its own table */
-	size_t need = 2 * (size_t)n;
+	/* worst case: every token its own table, a single and a tile */
+	size_t need = 6 * (size_t)n;
 	for (int i = 0; i < n; i++) {
 		if (ab->pos[i] < 0) {
 			fail(c, LLM_EINVAL, "cuda: attention at position %d", ab->pos[i]);
@@ -633,6 +637,10 @@ static void cuda_attention(struct llm_backend *be, const struct llm_attn_batch *
 		c->table_cap = need * 2;
 	}
 	int32_t *pos = c->table_host, *tok_off = pos + n, *blocks = tok_off + n;
+	/* built apart, appended after the blocks */
+	int32_t *singles = c->table_host + (need - 4 * (size_t)n);
+	int32_t *tiles = singles + n;
+	int n_singles = 0, n_tiles = 0;
 	size_t nb = 0;
 	memcpy(pos, ab->pos, n * sizeof(int32_t));
 	/* a run of tokens with one table (one sequence's prefill) shares one
@@ -645,6 +653,20 @@ static void cuda_attention(struct llm_backend *be, const struct llm_attn_batch *
 		int nblk = max_pos / ab->block_size + 1;
 		for (int i = i0; i < i1; i++)
 			tok_off[i] = (int32_t)nb;
+		if (i1 - i0 >= 2 && !c->attn_simple) {
+			for (int t0 = i0; t0 < i1; t0 += CUDA_ATTN_TILE) {
+				int t1 = t0 + CUDA_ATTN_TILE < i1 ? t0 + CUDA_ATTN_TILE : i1, mp = 0;
+				for (int i = t0; i < t1; i++)
+					mp = ab->pos[i] > mp ? ab->pos[i] : mp;
+				tiles[3 * n_tiles] = t0;
+				tiles[3 * n_tiles + 1] = t1 - t0;
+				tiles[3 * n_tiles + 2] = mp;
+				n_tiles++;
+			}
+		} else {
+			for (int i = i0; i < i1; i++)
+				singles[n_singles++] = i;
+		}
 		for (int b = 0; b < nblk; b++) {
 			int32_t blk = ab->table[i0][b];
 			if (blk < 0 || blk >= ab->n_blocks) {
@@ -659,8 +681,14 @@ static void cuda_attention(struct llm_backend *be, const struct llm_attn_batch *
 		fail(c, LLM_ERANGE, "cuda: attention tables too large");
 		return;
 	}
+	/* singles and tiles right after the blocks (memmove: the regions may
+	 * overlap when the blocks fill most of the buffer) */
+	int32_t *tail = blocks + nb;
+	memmove(tail, singles, n_singles * sizeof(int32_t));
+	memmove(tail + n_singles, tiles, 3 * (size_t)n_tiles * sizeof(int32_t));
+	size_t total = 2 * (size_t)n + nb + n_singles + 3 * (size_t)n_tiles;
 	const int32_t *dev = (const int32_t *)stage(c, ST_TABLE, c->table_host,
-	                                            (2 * (size_t)n + nb) * sizeof(int32_t));
+	                                            total * sizeof(int32_t));
 	if (!dev)
 		return;
 	struct cuda_attn_args a;
@@ -677,6 +705,10 @@ static void cuda_attention(struct llm_backend *be, const struct llm_attn_batch *
 	a.pos = dev;
 	a.tok_off = dev + n;
 	a.blocks = dev + 2 * n;
+	a.singles = a.blocks + nb;
+	a.n_singles = n_singles;
+	a.tiles = a.singles + n_singles;
+	a.n_tiles = n_tiles;
 	a.q = q;
 	a.out = out;
 	OK(c, cuda_attention(c->stream, &a), "attention kernel");
@@ -783,6 +815,10 @@ int llm_backend_cuda_init(struct llm_backend **out, int device, int n_threads)
 	be->impl = c;
 	be->n_threads = n_threads > 0 ? n_threads : 1;
 	c->device = device;
+	{
+		const char *env = getenv("LLMKIT_CUDA_ATTN");
+		c->attn_simple = env && !strcmp(env, "simple");
+	}
 
 	if (!OK(c, cudaSetDevice(device), "cudaSetDevice") ||
 	    !OK(c, cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking),

@@ -60,9 +60,16 @@ cudaError_t cuda_add(cudaStream_t s, float *y, const float *x, int64_t n);
 /*
  * Attention of n tokens: token i at position pos[i] reads the blocks
  * blocks[tok_off[i]], blocks[tok_off[i] + 1] ... (pos[i] / block_size + 1
- * of them).  One thread block per (token, query head), every sequence in
- * one launch; softmax online (running max and sum), so any length fits.
+ * of them).  Softmax online (running max and sum), so any length fits.
+ * Two kernels, each launched once for the whole batch:
+ *   - singles (decode): one thread block per (listed token, query head),
+ *     every sequence in one launch;
+ *   - tiles (prefill): a tile is up to CUDA_ATTN_TILE tokens with one
+ *     block table (consecutive in the batch), given as (first token,
+ *     count, largest position); one thread block per (tile, query head)
+ *     reads each key and value once into shared memory for all of them.
  */
+#define CUDA_ATTN_TILE 16
 struct cuda_attn_args {
 	int n_tokens, n_head, n_head_kv, head_dim;
 	float scale;
@@ -70,6 +77,9 @@ struct cuda_attn_args {
 	bool f16;
 	const void *k, *v;
 	const int32_t *pos, *tok_off, *blocks;
+	const int32_t *singles;   /* (n_singles) token indices */
+	const int32_t *tiles;     /* (3 * n_tiles) */
+	int n_singles, n_tiles;
 	const float *q;
 	float *out;
 };

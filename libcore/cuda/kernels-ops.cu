@@ -247,7 +247,7 @@ attn_kernel(struct cuda_attn_args a)
 {
 	__shared__ float s_m[ATTN_WARPS], s_l[ATTN_WARPS];
 	__shared__ float s_acc[ATTN_WARPS][CUDA_ATTN_MAX_HD];
-	const int i = blockIdx.x, h = blockIdx.y;
+	const int i = a.singles[blockIdx.x], h = blockIdx.y;
 	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
 	const int hd = a.head_dim, bs = a.block_size;
 	const int kvh = h / (a.n_head / a.n_head_kv);
@@ -315,18 +315,128 @@ attn_kernel(struct cuda_attn_args a)
 	}
 }
 
+/*
+ * One block per (tile, query head): warp w owns queries w and w + 8 of the
+ * tile.  Keys and values of CUDA_ATTN_TILE positions at a time are read
+ * into shared memory (as floats) by all threads, then every warp scores
+ * its queries against those its positions allow (causal), with the same
+ * online softmax as attn_kernel.
+ */
+#define TILE_KEYS 16
+#define TILE_QPW (CUDA_ATTN_TILE / ATTN_WARPS)   /* queries per warp */
+
+template <bool F16>
+static __global__ void __launch_bounds__(ATTN_WARPS * 32)
+attn_tiled_kernel(struct cuda_attn_args a)
+{
+	__shared__ float sk[TILE_KEYS][CUDA_ATTN_MAX_HD];
+	__shared__ float sv[TILE_KEYS][CUDA_ATTN_MAX_HD];
+	const int i0 = a.tiles[3 * blockIdx.x], nq = a.tiles[3 * blockIdx.x + 1];
+	const int max_pos = a.tiles[3 * blockIdx.x + 2];
+	const int h = blockIdx.y;
+	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+	const int hd = a.head_dim, bs = a.block_size;
+	const int kvh = h / (a.n_head / a.n_head_kv);
+	const int32_t *table = a.blocks + a.tok_off[i0];
+
+	float qr[TILE_QPW][ATTN_PER_LANE], acc[TILE_QPW][ATTN_PER_LANE];
+	float m[TILE_QPW], l[TILE_QPW];
+	int qpos[TILE_QPW];
+#pragma unroll
+	for (int r = 0; r < TILE_QPW; r++) {
+		const int qi = warp + r * ATTN_WARPS;
+		qpos[r] = qi < nq ? a.pos[i0 + qi] : -1;  /* -1: no query */
+		const float *q = a.q + ((int64_t)(i0 + (qi < nq ? qi : 0)) * a.n_head + h) * hd;
+#pragma unroll
+		for (int j = 0; j < ATTN_PER_LANE; j++) {
+			const int d = lane + 32 * j;
+			qr[r][j] = qi < nq && d < hd ? q[d] * a.scale : 0.0f;
+			acc[r][j] = 0.0f;
+		}
+		m[r] = -INFINITY;
+		l[r] = 0.0f;
+	}
+	for (int p0 = 0; p0 <= max_pos; p0 += TILE_KEYS) {
+		__syncthreads();  /* the last step's keys are used up */
+		for (int e = threadIdx.x; e < TILE_KEYS * hd; e += ATTN_WARPS * 32) {
+			const int pp = e / hd, d = e % hd, p = p0 + pp;
+			if (p <= max_pos) {
+				const int64_t off = kv_off(a.n_blocks, bs, hd, table[p / bs],
+				                           p % bs, kvh, d);
+				sk[pp][d] = kv_load<F16>(a.k, off);
+				sv[pp][d] = kv_load<F16>(a.v, off);
+			}
+		}
+		__syncthreads();
+#pragma unroll
+		for (int r = 0; r < TILE_QPW; r++) {
+			/* positions of this step the query sees (warp-uniform) */
+			int np = qpos[r] - p0 + 1;
+			np = np > TILE_KEYS ? TILE_KEYS : np;
+			for (int pp = 0; pp < np; pp++) {
+				float sc = 0.0f;
+#pragma unroll
+				for (int j = 0; j < ATTN_PER_LANE; j++) {
+					const int d = lane + 32 * j;
+					if (d < hd)
+						sc += qr[r][j] * sk[pp][d];
+				}
+				sc = warp_sum(sc);
+				const float m_new = fmaxf(m[r], sc);
+				const float corr = expf(m[r] - m_new);
+				const float e = expf(sc - m_new);
+				l[r] = l[r] * corr + e;
+#pragma unroll
+				for (int j = 0; j < ATTN_PER_LANE; j++) {
+					const int d = lane + 32 * j;
+					const float vv = d < hd ? sv[pp][d] : 0.0f;
+					acc[r][j] = acc[r][j] * corr + e * vv;
+				}
+				m[r] = m_new;
+			}
+		}
+	}
+#pragma unroll
+	for (int r = 0; r < TILE_QPW; r++) {
+		const int qi = warp + r * ATTN_WARPS;
+		if (qi >= nq)
+			continue;
+		float *o = a.out + ((int64_t)(i0 + qi) * a.n_head + h) * hd;
+		const float inv = 1.0f / l[r];  /* position 0 is always seen: l > 0 */
+#pragma unroll
+		for (int j = 0; j < ATTN_PER_LANE; j++) {
+			const int d = lane + 32 * j;
+			if (d < hd)
+				o[d] = acc[r][j] * inv;
+		}
+	}
+}
+
 cudaError_t cuda_attention(cudaStream_t s, const struct cuda_attn_args *a)
 {
-	if (a->n_tokens < 1)
+	if (a->n_singles + a->n_tiles < 1)
 		return cudaSuccess;
 	if (a->head_dim < 1 || a->head_dim > CUDA_ATTN_MAX_HD || a->n_head_kv < 1 ||
-	    a->n_head % a->n_head_kv || a->n_head > 65535)
+	    a->n_head % a->n_head_kv || a->n_head > 65535 ||
+	    CUDA_ATTN_TILE % ATTN_WARPS)
 		return cudaErrorInvalidValue;
-	dim3 grid((unsigned)a->n_tokens, (unsigned)a->n_head);
-	if (a->f16)
-		attn_kernel<true><<<grid, ATTN_WARPS * 32, 0, s>>>(*a);
-	else
-		attn_kernel<false><<<grid, ATTN_WARPS * 32, 0, s>>>(*a);
+	if (a->n_singles > 0) {
+		dim3 grid((unsigned)a->n_singles, (unsigned)a->n_head);
+		if (a->f16)
+			attn_kernel<true><<<grid, ATTN_WARPS * 32, 0, s>>>(*a);
+		else
+			attn_kernel<false><<<grid, ATTN_WARPS * 32, 0, s>>>(*a);
+		cudaError_t e = cudaGetLastError();
+		if (e != cudaSuccess)
+			return e;
+	}
+	if (a->n_tiles > 0) {
+		dim3 grid((unsigned)a->n_tiles, (unsigned)a->n_head);
+		if (a->f16)
+			attn_tiled_kernel<true><<<grid, ATTN_WARPS * 32, 0, s>>>(*a);
+		else
+			attn_tiled_kernel<false><<<grid, ATTN_WARPS * 32, 0, s>>>(*a);
+	}
 	return cudaGetLastError();
 }
 

@@ -12,21 +12,49 @@
  * an even offset, so with rows starting at even offsets the 16-bit loads
  * below are aligned; quants are read a byte at a time.
  */
+#include <string.h>
+
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include "cuda/cuda-internal.h"
 #include "llmkit/quant.h"
 
-static __device__ __forceinline__ float h2f(const uint8_t *p)
+#define HD __host__ __device__ __forceinline__
+
+static HD float h2f(const uint8_t *p)
 {
 	return __half2float(__ushort_as_half(*(const uint16_t *)p));
+}
+
+static HD float bits_float(uint32_t u)
+{
+#ifdef __CUDA_ARCH__
+	return __uint_as_float(u);
+#else
+	float f;
+	memcpy(&f, &u, sizeof(f));
+	return f;
+#endif
+}
+
+/* n bytes (even) from p (2-aligned) a half-word at a time */
+template <int N>
+static HD void ld_bytes(const uint8_t *p, uint8_t *dst)
+{
+	const uint16_t *p16 = (const uint16_t *)p;
+#pragma unroll
+	for (int j = 0; j < N / 2; j++) {
+		const uint16_t v = p16[j];
+		dst[2 * j] = (uint8_t)(v & 0xFF);
+		dst[2 * j + 1] = (uint8_t)(v >> 8);
+	}
 }
 
 /* ---------------------------------------------------------------- deq32 */
 
 /* Elements of unit u that exist (float types may end mid-unit). */
-static __device__ __forceinline__ int unit_len(int u, int n_in)
+static HD int unit_len(int u, int n_in)
 {
 	int r = n_in - u * 32;
 	return r < 32 ? r : 32;
@@ -49,7 +77,7 @@ template <> struct qtraits<LLM_Q6_K> { static const int bs = 256, ts = 210; };
 
 /* The block holding unit u of a row, and u's index within it. */
 template <int T>
-static __device__ __forceinline__ const uint8_t *unit_block(const uint8_t *row,
+static HD const uint8_t *unit_block(const uint8_t *row,
                                                             int u, int *sub)
 {
 	/* units per block (the float types: one element "block", unit = u) */
@@ -59,7 +87,7 @@ static __device__ __forceinline__ const uint8_t *unit_block(const uint8_t *row,
 }
 
 /* Scale and min j of a q4_k/q5_k block (quant.h llm_q4k_scale_min). */
-static __device__ __forceinline__ void q4k_sm(int j, const uint8_t *q, int *sc,
+static HD void q4k_sm(int j, const uint8_t *q, int *sc,
                                               int *m)
 {
 	if (j < 4) {
@@ -72,19 +100,43 @@ static __device__ __forceinline__ void q4k_sm(int j, const uint8_t *q, int *sc,
 }
 
 /* Scale j (minus 32) of a q3_k block (quant.c llm_q3k_scales). */
-static __device__ __forceinline__ int q3k_scale(int j, const uint8_t *s)
+static HD int q3k_scale(int j, const uint8_t *s)
 {
 	int sc = j < 8 ? s[j] & 0xF : s[j - 8] >> 4;
 	return (sc | (((s[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32;
 }
 
 template <int T>
-static __device__ __forceinline__ void deq32(const uint8_t *row, int u, int n_in,
+static HD void deq32(const uint8_t *row, int u, int n_in,
                                              float *w)
 {
 	if constexpr (T == LLM_F32 || T == LLM_F16 || T == LLM_BF16) {
 		int nv = unit_len(u, n_in);
 		const size_t e0 = (size_t)u * 32;
+		if ((n_in & 31) == 0) {
+			/* whole units, every row and unit 16-byte aligned (rows
+			 * of a multiple of 64 bytes from a cudaMalloc base) */
+			const uint4 *p = (const uint4 *)(row + e0 * qtraits<T>::ts);
+			constexpr int per = 16 / qtraits<T>::ts;  /* elements per uint4 */
+#pragma unroll
+			for (int k = 0; k < 32 / per; k++) {
+				const uint4 v = p[k];
+				const uint32_t wd[4] = { v.x, v.y, v.z, v.w };
+#pragma unroll
+				for (int q = 0; q < 4; q++) {
+					if constexpr (T == LLM_F32) {
+						w[k * 4 + q] = bits_float(wd[q]);
+					} else if constexpr (T == LLM_F16) {
+						w[k * 8 + 2 * q] = __half2float(__ushort_as_half((unsigned short)(wd[q] & 0xFFFF)));
+						w[k * 8 + 2 * q + 1] = __half2float(__ushort_as_half((unsigned short)(wd[q] >> 16)));
+					} else {
+						w[k * 8 + 2 * q] = bits_float(wd[q] << 16);
+						w[k * 8 + 2 * q + 1] = bits_float(wd[q] & 0xFFFF0000u);
+					}
+				}
+			}
+			return;
+		}
 #pragma unroll
 		for (int j = 0; j < 32; j++) {
 			if (j < nv) {
@@ -103,7 +155,8 @@ static __device__ __forceinline__ void deq32(const uint8_t *row, int u, int n_in
 		const uint8_t *b = unit_block<T>(row, u, &sub);
 		if constexpr (T == LLM_Q4_0) {
 			const float d = h2f(b);
-			const uint8_t *qs = b + 2;
+			uint8_t qs[16];
+			ld_bytes<16>(b + 2, qs);
 #pragma unroll
 			for (int j = 0; j < 16; j++) {
 				w[j] = (float)((qs[j] & 0xF) - 8) * d;
@@ -111,7 +164,8 @@ static __device__ __forceinline__ void deq32(const uint8_t *row, int u, int n_in
 			}
 		} else if constexpr (T == LLM_Q4_1) {
 			const float d = h2f(b), m = h2f(b + 2);
-			const uint8_t *qs = b + 4;
+			uint8_t qs[16];
+			ld_bytes<16>(b + 4, qs);
 #pragma unroll
 			for (int j = 0; j < 16; j++) {
 				w[j] = (float)(qs[j] & 0xF) * d + m;
@@ -120,7 +174,9 @@ static __device__ __forceinline__ void deq32(const uint8_t *row, int u, int n_in
 		} else if constexpr (T == LLM_Q5_0 || T == LLM_Q5_1) {
 			const bool one = T == LLM_Q5_1;
 			const float d = h2f(b), m = one ? h2f(b + 2) : 0.0f;
-			const uint8_t *qhp = b + (one ? 4 : 2), *qs = qhp + 4;
+			const uint8_t *qhp = b + (one ? 4 : 2);
+			uint8_t qs[16];
+			ld_bytes<16>(qhp + 4, qs);
 			const uint32_t qh = (uint32_t)qhp[0] | ((uint32_t)qhp[1] << 8) |
 			                    ((uint32_t)qhp[2] << 16) | ((uint32_t)qhp[3] << 24);
 #pragma unroll
@@ -137,10 +193,11 @@ static __device__ __forceinline__ void deq32(const uint8_t *row, int u, int n_in
 			}
 		} else if constexpr (T == LLM_Q8_0) {
 			const float d = h2f(b);
-			const int8_t *qs = (const int8_t *)(b + 2);
+			uint8_t qs[32];
+			ld_bytes<32>(b + 2, qs);
 #pragma unroll
 			for (int j = 0; j < 32; j++)
-				w[j] = (float)qs[j] * d;
+				w[j] = (float)(int8_t)qs[j] * d;
 		} else if constexpr (T == LLM_Q2_K) {
 			/* scales[16] qs[64] d dmin; unit = (h = sub / 4, shift 2 * (sub % 4)) */
 			const uint8_t *scales = b, *qs = b + 16 + (sub / 4) * 32;
@@ -222,7 +279,7 @@ static __device__ __forceinline__ float warp_sum(float v)
 template <int T>
 static __global__ void __launch_bounds__(MV_WARPS * 32)
 mv_kernel(const uint8_t *w, size_t row_bytes, int n_in, int64_t n_out,
-          const float *x, int n, float *y)
+          const float *x, int n, float *y, bool x_vec)
 {
 	const int lane = threadIdx.x & 31;
 	const int64_t row = (int64_t)blockIdx.x * MV_WARPS + (threadIdx.x >> 5);
@@ -245,7 +302,17 @@ mv_kernel(const uint8_t *w, size_t row_bytes, int n_in, int64_t n_out,
 				break;
 			const float *xr = x + (int64_t)t * n_in + (int64_t)u * 32;
 			float s = 0.0f;
-			if (nv == 32) {
+			if (nv == 32 && x_vec) {
+				const float4 *x4 = (const float4 *)xr;
+#pragma unroll
+				for (int j = 0; j < 8; j++) {
+					const float4 v = x4[j];
+					s += wv[4 * j] * v.x;
+					s += wv[4 * j + 1] * v.y;
+					s += wv[4 * j + 2] * v.z;
+					s += wv[4 * j + 3] * v.w;
+				}
+			} else if (nv == 32) {
 #pragma unroll
 				for (int j = 0; j < 32; j++)
 					s += wv[j] * xr[j];
@@ -338,9 +405,13 @@ cudaError_t cuda_matvec(cudaStream_t s, enum llm_dtype t, const void *w,
 		return cudaErrorInvalidValue;
 	const unsigned g = grid_of(n_out, MV_WARPS);
 	const uint8_t *wb = (const uint8_t *)w;
+	/* 16-byte loads of the activations: rows of a multiple of 4 floats
+	 * from a 16-byte aligned start */
+	const bool x_vec = n_in % 4 == 0 && ((uintptr_t)x & 15) == 0;
 	switch (t) {
 #define X(T) case T: \
-		mv_kernel<T><<<g, MV_WARPS * 32, 0, s>>>(wb, row_bytes, n_in, n_out, x, n, y); \
+		mv_kernel<T><<<g, MV_WARPS * 32, 0, s>>>(wb, row_bytes, n_in, n_out, x, n, y, \
+		                                          x_vec); \
 		break;
 	FOR_EACH_TYPE(X)
 #undef X
@@ -390,4 +461,30 @@ cudaError_t cuda_get_rows(cudaStream_t s, enum llm_dtype t, const void *w,
 		return cudaErrorInvalidValue;
 	}
 	return cudaGetLastError();
+}
+
+/*
+ * deq32 run on the host over a row of n_in elements: lets test-cuda check
+ * every type's unpacking against quant.c's dequantization on machines
+ * without a GPU (the same source the kernels compile).  row must be
+ * 16-byte aligned.  Returns -1 for a type the kernels do not take.
+ */
+extern "C" int llm_cuda_dequant_host(int t, const void *row, int n_in, float *out);
+
+extern "C" int llm_cuda_dequant_host(int t, const void *row, int n_in, float *out)
+{
+	const uint8_t *r = (const uint8_t *)row;
+	for (int u = 0; u < (n_in + 31) / 32; u++) {
+		float w[32];
+		switch (t) {
+#define X(T) case T: deq32<T>(r, u, n_in, w); break;
+		FOR_EACH_TYPE(X)
+#undef X
+		default:
+			return -1;
+		}
+		for (int j = 0; j < unit_len(u, n_in); j++)
+			out[u * 32 + j] = w[j];
+	}
+	return 0;
 }
