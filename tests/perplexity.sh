@@ -25,6 +25,8 @@ gzip -c "$tmp/t.txt" > "$tmp/t.txt.gz"
 "$P" -m "$model" -f "$tmp/t.txt.gz" --kv-type f32 --json -c 128 > "$tmp/g.json" || bad ".gz failed"
 num_eq "$(field "$tmp/a.json" nll)" "$(field "$tmp/b.json" nll)" 1e-6 || bad "batches/threads change the NLL"
 num_eq "$(field "$tmp/a.json" nll)" "$(field "$tmp/g.json" nll)" 1e-6 || bad ".gz changes the NLL"
+"$P" -m "$model" --kv-type f32 --json -c 128 < "$tmp/t.txt" > "$tmp/i.json" || bad "standard input failed"
+num_eq "$(field "$tmp/a.json" nll)" "$(field "$tmp/i.json" nll)" 1e-6 || bad "standard input changes the NLL"
 p=$(field "$tmp/a.json" perplexity)
 python3 -c "import sys; sys.exit(not 2.0 < float(sys.argv[1]) < 8.0)" "$p" || bad "implausible perplexity $p"
 # every token but the first scored once; stride 64 over windows of 128
@@ -65,7 +67,8 @@ PY
 grep -q "^perplexity: " "$tmp/h.txt" || bad "no perplexity line"
 
 # bad input
-"$P" -m "$model" 2>/dev/null; [ $? = 2 ] || bad "missing -f not a usage error"
+"$P" -m "$model" < /dev/null 2> "$tmp/err"; [ $? = 1 ] || bad "empty standard input not exit 1"
+grep -q "fewer than 2 tokens" "$tmp/err" || bad "empty input message: $(cat "$tmp/err")"
 "$P" -m "$model" -f "$tmp/nope.txt" 2> "$tmp/err"; [ $? = 1 ] || bad "missing file not exit 1"
 grep -q "nope.txt" "$tmp/err" || bad "missing file message: $(cat "$tmp/err")"
 "$P" -m "$model" -f "$tmp/t.txt" -c 64 --stride 65 2>/dev/null; [ $? = 2 ] || bad "stride > ctx accepted"

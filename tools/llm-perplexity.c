@@ -27,7 +27,7 @@ static const struct llm_opt opts[] = {
 	{ 'm', "model", "FILE", "GGUF model, a path or a name in the model directories "
 	                        "(default: " LLM_DEFAULT_MODEL ")" },
 	{ 'f', "file", "FILE", "\nInput\ntext to score ('-': standard input; .gz is "
-	                       "inflated) (required)" },
+	                       "inflated; default: standard input when it is not a terminal)" },
 	{ OPT_NO_BOS, "no-bos", NULL, "do not start the text, and each window, with BOS" },
 	{ 'c', "ctx-size", "N", "\nWindows\ntokens per window (default: 512, at most "
 	                        "the text)" },
@@ -53,7 +53,7 @@ static const struct llm_opt opts[] = {
 };
 
 static const struct llm_cli cli = {
-	"llm-perplexity", "[OPTION]... -f TEXT",
+	"llm-perplexity", "[OPTION]... [-f TEXT | < TEXT]",
 	"Score a text with a GGUF model: perplexity, mean negative log-likelihood "
 	"per token (nats) and its standard error; with --kl-base, how far the "
 	"model's next-token distributions are from a base model's.",
@@ -198,8 +198,12 @@ int main(int argc, char **argv)
 	}
 	if (optind != argc)
 		llm_cli_usage_error(&cli, "unexpected operand '%s'", argv[optind]);
-	if (!o.file)
-		llm_cli_usage_error(&cli, "no text given (-f FILE)");
+	if (!o.file) {
+		if (isatty(0))
+			llm_cli_usage_error(&cli, "no text given (-f FILE, or a pipe "
+			                    "on standard input)");
+		o.file = "-";
+	}
 	if (o.stride > o.n_ctx)
 		llm_cli_usage_error(&cli, "--stride %d is larger than the window (%d)",
 		                    o.stride, o.n_ctx);
