@@ -20,7 +20,8 @@
  * later ops do nothing and ops->status reports it.  Nothing aborts.
  *
  * Matrix products: up to CUDA_MV_MAX token rows go to our matvec kernels,
- * which read every weight once and dequantize in registers; more go to
+ * which read every weight once and dequantize in registers (quantized
+ * weights: up to QUANT_MV_MAX rows, CUDA_MV_MAX a pass); more go to
  * cublasGemmEx with f32 accumulation: f32 weights as they are (f32 math),
  * f16 / bf16 weights on tensor cores with the activations converted to the
  * weight's type, quantized weights dequantized to halves a tile of rows at
@@ -42,6 +43,11 @@
 
 /* Bytes of halves a dequantized weight tile may take on the cuBLAS path. */
 #define TILE_BYTES (64u << 20)
+/* Quantized weights stay on the matvec kernels (CUDA_MV_MAX rows a pass,
+ * weights read once a pass) up to this many rows: below it, reading the
+ * quantized weights a few times costs less than writing and reading them
+ * back as halves for cuBLAS. */
+#define QUANT_MV_MAX 32
 
 /* A weight's device copy, by host address. */
 struct wentry {
@@ -425,9 +431,15 @@ static void cuda_matmul(struct llm_backend *be, const struct llm_tensor *w,
 	const void *wd = tensor_dev(c, w);
 	if (!wd)
 		return;
-	if (n <= CUDA_MV_MAX) {
-		OK(c, cuda_matvec(c->stream, w->type, wd, rb, (int)n_in, n_out, x, n, y),
-		   "matvec kernel");
+	const bool quant = llm_dtype_traits(w->type)->quantized;
+	if (n <= CUDA_MV_MAX || (quant && n <= QUANT_MV_MAX)) {
+		for (int i0 = 0; i0 < n; i0 += CUDA_MV_MAX) {
+			int m = n - i0 < CUDA_MV_MAX ? n - i0 : CUDA_MV_MAX;
+			if (!OK(c, cuda_matvec(c->stream, w->type, wd, rb, (int)n_in, n_out,
+			                       x + (int64_t)i0 * n_in, m,
+			                       y + (int64_t)i0 * n_out), "matvec kernel"))
+				return;
+		}
 		return;
 	}
 
