@@ -19,6 +19,7 @@
 #include "llmkit/error.h"
 #include "llmkit/forward.h"
 #include "llmkit/kvcache.h"
+#include "llmkit/lora.h"
 #include "llmkit/model.h"
 #include "llmkit/util.h"
 
@@ -96,6 +97,16 @@ struct llm_ctx {
 	int32_t *first_pos;    /* (n_seq_max) */
 
 	struct llm_ctx_stats stats;
+
+	/* LoRA: adapters for every token, per-slot adapters, and the runs of
+	 * batch tokens sharing a slot in the current chunk */
+	struct lora_ref { const struct llm_lora *a; float scale; } lora[LLM_CTX_MAX_LORA];
+	int n_lora;
+	struct lora_ref *slot;
+	int n_slot;
+	struct llm_lora_seg *segs;  /* (n_batch + LLM_CTX_MAX_LORA) */
+	int *run_t0, *run_n, *run_slot;  /* (n_batch) */
+	int n_runs;
 };
 
 void llm_ctx_params_default(struct llm_ctx_params *p)
@@ -220,8 +231,13 @@ int llm_ctx_new(struct llm_ctx **out, const struct llm_model *m,
 	c->tables = malloc(nb * sizeof(*c->tables));
 	c->next_pos = malloc(p.n_seq_max * sizeof(*c->next_pos));
 	c->first_pos = malloc(p.n_seq_max * sizeof(*c->first_pos));
+	c->segs = malloc((nb + LLM_CTX_MAX_LORA) * sizeof(*c->segs));
+	c->run_t0 = malloc(nb * sizeof(int));
+	c->run_n = malloc(nb * sizeof(int));
+	c->run_slot = malloc(nb * sizeof(int));
 	if (!c->x || !c->xb || !c->q || !c->k || !c->v || !c->att || !c->g || !c->u ||
-	    !c->out_x || !c->slots || !c->tables || !c->next_pos || !c->first_pos) {
+	    !c->out_x || !c->slots || !c->tables || !c->next_pos || !c->first_pos ||
+	    !c->segs || !c->run_t0 || !c->run_n || !c->run_slot) {
 		rc = llm_error(LLM_ENOMEM, "out of memory for a batch of %d tokens",
 		               p.n_batch);
 		goto fail;
@@ -254,6 +270,11 @@ void llm_ctx_free(struct llm_ctx *c)
 		llm_backend_free(c->be);
 	}
 	free(c->out_row);
+	free(c->slot);
+	free(c->segs);
+	free(c->run_t0);
+	free(c->run_n);
+	free(c->run_slot);
 	free(c->slots);
 	free(c->tables);
 	free(c->next_pos);
@@ -278,6 +299,101 @@ const float *llm_ctx_logits(const struct llm_ctx *c, int i)
 	if (i < 0 || i >= c->out_cap || c->out_row[i] < 0)
 		return NULL;
 	return c->logits_host + (int64_t)c->out_row[i] * c->m->hp.n_vocab;
+}
+
+/* ---------------------------------------------------------------- LoRA */
+
+static int lora_fits(const struct llm_ctx *c, const struct llm_lora *a)
+{
+	if (a->n_layer != c->m->hp.n_layer)
+		return llm_error(LLM_EINVAL, "adapter %s has %d layers, the model %d",
+		                 a->path ? a->path : "", a->n_layer, c->m->hp.n_layer);
+	return 0;
+}
+
+int llm_ctx_add_lora(struct llm_ctx *c, const struct llm_lora *a, float scale)
+{
+	int rc;
+	if (c->n_lora == LLM_CTX_MAX_LORA)
+		return llm_error(LLM_ERANGE, "at most %d stacked adapters", LLM_CTX_MAX_LORA);
+	if ((rc = lora_fits(c, a)))
+		return rc;
+	c->lora[c->n_lora++] = (struct lora_ref){ a, scale };
+	return 0;
+}
+
+void llm_ctx_clear_lora(struct llm_ctx *c)
+{
+	c->n_lora = 0;
+}
+
+int llm_ctx_set_adapter(struct llm_ctx *c, int slot, const struct llm_lora *a,
+                        float scale)
+{
+	int rc;
+	if (slot < 0 || slot > (1 << 20))
+		return llm_error(LLM_EINVAL, "adapter slot %d is out of range", slot);
+	if (a && (rc = lora_fits(c, a)))
+		return rc;
+	if (slot >= c->n_slot) {
+		struct lora_ref *s = realloc(c->slot, (slot + 1) * sizeof(*s));
+		if (!s)
+			return llm_error(LLM_ENOMEM, "out of memory");
+		memset(s + c->n_slot, 0, (slot + 1 - c->n_slot) * sizeof(*s));
+		c->slot = s;
+		c->n_slot = slot + 1;
+	}
+	c->slot[slot] = (struct lora_ref){ a, scale };
+	return 0;
+}
+
+/* Runs of consecutive tokens of the chunk that share an adapter slot. */
+static void lora_runs(struct llm_ctx *c, const int32_t *adapter, int n)
+{
+	c->n_runs = 0;
+	for (int i = 0; i < n; i++) {
+		int s = adapter[i];
+		if (s < 0)
+			continue;
+		if (c->n_runs && c->run_slot[c->n_runs - 1] == s &&
+		    c->run_t0[c->n_runs - 1] + c->run_n[c->n_runs - 1] == i) {
+			c->run_n[c->n_runs - 1]++;
+			continue;
+		}
+		c->run_t0[c->n_runs] = i;
+		c->run_n[c->n_runs] = 1;
+		c->run_slot[c->n_runs] = s;
+		c->n_runs++;
+	}
+}
+
+/* y (n x n_out) += the deltas of projection t of layer il for x (n x n_in). */
+static void lora_apply(struct llm_ctx *c, int il, int t, const float *x, float *y,
+                       int n)
+{
+	int ns = 0, n_in = 0, n_out = 0;
+	for (int j = 0; j < c->n_lora; j++) {
+		const struct llm_lora_mat *lm = llm_lora_mat(c->lora[j].a, il, t);
+		if (!lm->a)
+			continue;
+		c->segs[ns++] = (struct llm_lora_seg){ 0, n, lm->a, lm->b, lm->rank,
+		                                       c->lora[j].scale * c->lora[j].a->scale };
+		n_in = lm->n_in;
+		n_out = lm->n_out;
+	}
+	for (int r = 0; r < c->n_runs; r++) {
+		const struct lora_ref *ref = &c->slot[c->run_slot[r]];
+		const struct llm_lora_mat *lm = llm_lora_mat(ref->a, il, t);
+		if (!lm->a)
+			continue;
+		c->segs[ns++] = (struct llm_lora_seg){ c->run_t0[r], c->run_n[r], lm->a,
+		                                       lm->b, lm->rank,
+		                                       ref->scale * ref->a->scale };
+		n_in = lm->n_in;
+		n_out = lm->n_out;
+	}
+	if (ns)
+		c->be->ops->lora_seg(c->be, x, y, n_in, n_out, c->segs, ns);
 }
 
 /* ---------------------------------------------------------------- decode */
@@ -311,6 +427,10 @@ static int check_batch(struct llm_ctx *c, const struct llm_batch *b, int *n_out)
 		c->next_pos[s]++;
 		if (b->logits[i])
 			(*n_out)++;
+		if (b->adapter[i] >= 0 &&
+		    (b->adapter[i] >= c->n_slot || !c->slot[b->adapter[i]].a))
+			return llm_error(LLM_EINVAL, "batch token %d: adapter slot %d holds "
+			                 "no adapter", i, b->adapter[i]);
 	}
 	return 0;
 }
@@ -349,11 +469,17 @@ static void layer_forward(struct llm_ctx *c, int il, const struct chunk *ch)
 	int kv_dim = hp->n_head_kv * hp->head_dim;
 	int q_dim = hp->n_head * hp->head_dim;
 	const int32_t *pos = ch->b->pos + ch->i0;
+	bool lora = c->n_lora || c->n_runs;
 
 	op->rmsnorm(be, c->x, l->attn_norm.data, c->xb, n, hp->n_embd, hp->rms_eps);
 	op->matmul(be, &l->wq, c->xb, c->q, n);
 	op->matmul(be, &l->wk, c->xb, c->k, n);
 	op->matmul(be, &l->wv, c->xb, c->v, n);
+	if (lora) {
+		lora_apply(c, il, LLM_LORA_Q, c->xb, c->q, n);
+		lora_apply(c, il, LLM_LORA_K, c->xb, c->k, n);
+		lora_apply(c, il, LLM_LORA_V, c->xb, c->v, n);
+	}
 	if (l->bq.data) {
 		op->add_bias(be, c->q, l->bq.data, n, q_dim);
 		op->add_bias(be, c->k, l->bk.data, n, kv_dim);
@@ -380,13 +506,21 @@ static void layer_forward(struct llm_ctx *c, int il, const struct chunk *ch)
 	};
 	op->attention(be, &ab, c->q, c->att);
 	op->matmul(be, &l->wo, c->att, c->xb, n);
+	if (lora)
+		lora_apply(c, il, LLM_LORA_O, c->att, c->xb, n);
 	op->add(be, c->x, c->xb, (int64_t)n * hp->n_embd);
 
 	op->rmsnorm(be, c->x, l->ffn_norm.data, c->xb, n, hp->n_embd, hp->rms_eps);
 	op->matmul(be, &l->w_gate, c->xb, c->g, n);
 	op->matmul(be, &l->w_up, c->xb, c->u, n);
+	if (lora) {
+		lora_apply(c, il, LLM_LORA_GATE, c->xb, c->g, n);
+		lora_apply(c, il, LLM_LORA_UP, c->xb, c->u, n);
+	}
 	op->swiglu(be, c->g, c->u, (int64_t)n * hp->n_ff);
 	op->matmul(be, &l->w_down, c->g, c->xb, n);
+	if (lora)
+		lora_apply(c, il, LLM_LORA_DOWN, c->g, c->xb, n);
 	op->add(be, c->x, c->xb, (int64_t)n * hp->n_embd);
 }
 
@@ -443,6 +577,7 @@ int llm_decode(struct llm_ctx *c, const struct llm_batch *b)
 			c->slots[i] = llm_kv_slot(c->kv, s, b->pos[i0 + i]);
 			c->tables[i] = llm_kv_table(c->kv, s);
 		}
+		lora_runs(c, b->adapter + i0, ch.n);
 		op->get_rows(c->be, &m->tok_embd, b->token + i0, ch.n, c->x);
 		for (int il = 0; il < hp->n_layer; il++)
 			layer_forward(c, il, &ch);
