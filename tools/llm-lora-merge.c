@@ -157,10 +157,15 @@ int main(int argc, char **argv)
 			        (long long)as[i]->n_params);
 	}
 	if (cat) {
-		if ((rc = llm_lora_cat(&combined, as, weights, n, m)))
+		/* one adapter at weight 1 is written as it is (a format
+		 * conversion keeps its alpha, rsLoRA and ranks) */
+		const struct llm_lora *w = as[0];
+		if ((n > 1 || weights[0] != 1) &&
+		    (rc = llm_lora_cat(&combined, as, weights, n, m)))
 			goto fail;
-		rc = gguf_out ? llm_lora_save_gguf(combined, m, out)
-		              : llm_lora_save_peft(combined, m, out);
+		if (combined)
+			w = combined;
+		rc = gguf_out ? llm_lora_save_gguf(w, m, out) : llm_lora_save_peft(w, m, out);
 	} else {
 		rc = llm_lora_merge_write(m, as, weights, n, dtype, out);
 	}
