@@ -8,9 +8,9 @@
  * sixteen sequences with sixteen adapters keeps every thread busy, and a
  * long prefill of one adapter is split by tokens.  A piece computes its
  * rank-wide intermediate t = x A^T in the thread's scratch and then adds
- * scale * t B^T to its own rows of y: many-token pieces through BLAS, one
- * or a few tokens through the loops below (a BLAS call costs more than the
- * product itself there).  Each row of y is written by one piece, so the
+ * scale * t B^T to its own rows of y: many-token pieces as two BLAS
+ * matrix products, one to three tokens as matrix-vector products (sgemm
+ * would pack the matrices for nothing); plain loops without BLAS.  Each row of y is written by one piece, so the
  * result does not depend on the number of threads.
  *
  * Segments may overlap (stacked adapters applied to every token, beside
@@ -94,6 +94,14 @@ static void seg_task(void *p, int64_t i0, int64_t i1, int ith)
 			            sa->n_out);
 			continue;
 		}
+		/* a few tokens: matrix-vector products (no packing) */
+		for (int k = 0; k < pc->n; k++) {
+			cblas_sgemv(CblasRowMajor, CblasNoTrans, g->rank, sa->n_in, g->scale,
+			            g->a, sa->n_in, x + (int64_t)k * sa->n_in, 1, 0.0f, t, 1);
+			cblas_sgemv(CblasRowMajor, CblasNoTrans, sa->n_out, g->rank, 1.0f,
+			            g->b, g->rank, t, 1, 1.0f, y + (int64_t)k * sa->n_out, 1);
+		}
+		continue;
 #endif
 		delta_rows(x, y, pc->n, sa->n_in, sa->n_out, g->a, g->b, g->rank,
 		           g->scale, t);
