@@ -565,6 +565,9 @@ static void write_pair(const char *dir, int il, int64_t a0, int64_t a1,
 	         "base_model.model.model.layers.%d.self_attn.q_proj.lora_B.weight", il);
 	if (with_b)
 		ck_assert_int_eq(llm_safetensors_add(w, name, LLM_F32, 2, sb, z), 0);
+	if (il == 1)     /* an adapter on a module we do not adapt */
+		ck_assert_int_eq(llm_safetensors_add(w, "base_model.model.lm_head.lora_A."
+		                                     "weight", LLM_F32, 2, sa, z), 0);
 	snprintf(path, sizeof(path), "%s/adapter_model.safetensors", dir);
 	ck_assert_int_eq(llm_safetensors_write_file(w, path), 0);
 	snprintf(path, sizeof(path), "%s/adapter_config.json", dir);
@@ -615,6 +618,8 @@ START_TEST(bad_adapters_refused)
 	assert_refused(tmp("shape2"), "adapter_model.safetensors", "do not fit");
 	write_pair(tmp("layer"), 9, 4, 64, 64, 4, true);
 	assert_refused(tmp("layer"), "adapter_model.safetensors", "layer 9");
+	write_pair(tmp("extra"), 1, 4, 64, 64, 4, true);
+	assert_refused(tmp("extra"), "adapter_model.safetensors", "lm_head.lora_A");
 	write_pair(tmp("half"), 0, 4, 64, 64, 4, false);
 	assert_refused(tmp("half"), "adapter_model.safetensors", "lora_B");
 
