@@ -402,8 +402,21 @@ static int load_gguf(struct llm_lora **out, const char *path,
 		                       ta->type, tb->type, true };
 	}
 	if (used != llm_gguf_n_tensors(g)) {
-		rc = llm_error(LLM_EUNSUPPORTED, "%s: holds tensors other than LoRA pairs "
-		               "of this model's projections", path);
+		const char *odd = "?";
+		for (int64_t j = 0; j < llm_gguf_n_tensors(g) && *odd == '?'; j++) {
+			const char *nm = llm_gguf_tensor(g, j)->name;
+			int il, k = 0;
+			char proj[32], ab;
+			bool known = false;
+			if (sscanf(nm, "blk.%d.%31[a-z_].weight.lora_%c%n", &il, proj, &ab,
+			           &k) == 3 && !nm[k] && il >= 0 && il < m->hp.n_layer)
+				for (int t = 0; t < LLM_LORA_N; t++)
+					known |= !strcmp(proj, gguf_names[t]) && f[il * LLM_LORA_N + t].rank;
+			if (!known)
+				odd = nm;
+		}
+		rc = llm_error(LLM_EUNSUPPORTED, "%s: %s is not a LoRA pair tensor of a "
+		               "q/k/v/o/gate/up/down projection of this model", path, odd);
 		goto cleanup;
 	}
 	rc = build(out, m, f, path, false, alpha, false);

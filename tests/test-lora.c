@@ -630,6 +630,31 @@ START_TEST(bad_adapters_refused)
 	llm_lora_free(a);
 	copy_file(tmp("ok.gguf"), tmp("cut.gguf"), 700);
 	assert_refused(tmp("cut.gguf"), "cut.gguf", NULL);
+
+	/* GGUF adapters: a layer the model lacks, the wrong architecture,
+	 * shapes that do not fit */
+	static const struct { const char *arch, *name; int64_t ne_a[2], ne_b[2];
+	                      const char *what; } gg[] = {
+		{ "llama", "blk.9.attn_q.weight", { 64, 4 }, { 4, 64 }, "blk.9.attn_q" },
+		{ "qwen2", "blk.0.attn_q.weight", { 64, 4 }, { 4, 64 }, "qwen2" },
+		{ "llama", "blk.0.attn_k.weight", { 64, 4 }, { 4, 64 }, "do not fit" },
+	};
+	float zero[64 * 4] = { 0 };
+	for (size_t k = 0; k < sizeof(gg) / sizeof(gg[0]); k++) {
+		struct llm_gguf_writer *w = llm_gguf_writer_new();
+		char name[128];
+		ck_assert_int_eq(llm_gguf_set_str(w, "general.architecture", gg[k].arch), 0);
+		ck_assert_int_eq(llm_gguf_set_str(w, "general.type", "adapter"), 0);
+		ck_assert_int_eq(llm_gguf_set_str(w, "adapter.type", "lora"), 0);
+		ck_assert_int_eq(llm_gguf_set_f32(w, "adapter.lora.alpha", 8), 0);
+		snprintf(name, sizeof(name), "%s.lora_a", gg[k].name);
+		ck_assert_int_eq(llm_gguf_add_tensor(w, name, LLM_F32, 2, gg[k].ne_a, zero), 0);
+		snprintf(name, sizeof(name), "%s.lora_b", gg[k].name);
+		ck_assert_int_eq(llm_gguf_add_tensor(w, name, LLM_F32, 2, gg[k].ne_b, zero), 0);
+		ck_assert_int_eq(llm_gguf_write_file(w, tmp("bad.gguf")), 0);
+		llm_gguf_writer_free(w);
+		assert_refused(tmp("bad.gguf"), "bad.gguf", gg[k].what);
+	}
 	(void)st;
 }
 END_TEST
