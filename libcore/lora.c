@@ -3,12 +3,18 @@
  * initialisation, concatenation and merging into a base model (lora.h).
  * Reading and writing files is in adapter.c.
  */
+#include "config.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+
+#ifdef HAVE_OPENBLAS
+#include <cblas.h>
+#endif
 
 #include "llmkit/error.h"
 #include "llmkit/gguf.h"
@@ -249,6 +255,11 @@ void llm_lora_mat_add_delta(const struct llm_lora_mat *lm, float scale, float *w
 	int r = lm->rank;
 	if (!lm->a || scale == 0)
 		return;
+#ifdef HAVE_OPENBLAS
+	/* a 4096 x 4096 matrix at rank 16 is 270 M multiply-adds */
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, lm->n_out, lm->n_in, r,
+	            scale, lm->b, r, lm->a, lm->n_in, 1.0f, w, lm->n_in);
+#else
 	for (int o = 0; o < lm->n_out; o++) {
 		float *wr = w + (int64_t)o * lm->n_in;
 		const float *br = lm->b + (int64_t)o * r;
@@ -260,6 +271,7 @@ void llm_lora_mat_add_delta(const struct llm_lora_mat *lm, float scale, float *w
 					wr[i] += c * ar[i];
 		}
 	}
+#endif
 }
 
 /* ---------------------------------------------------------------- cat */
