@@ -126,6 +126,21 @@ struct llm_backend_ops {
 	/* Wait for queued work (no-op on the CPU). */
 	void (*synchronize)(struct llm_backend *be);
 
+	/*
+	 * Device backends (host_memory false; both NULL on the CPU).  Their
+	 * ops take weights - matmul's and get_rows' w->data, rmsnorm's w,
+	 * add_bias's b, rope's inv_freq - as the model's host memory and keep
+	 * one device copy of each, found by address; index arrays (ids, pos,
+	 * slots, the attention batch's pos and tables) are host memory on
+	 * every backend.  weight makes the device copy ahead of time (0, or
+	 * LLM_ENOMEM when the device is full).  The ops return nothing, so a
+	 * device backend keeps its first failure (a device error, out of
+	 * memory, a bad index; later ops then do nothing): status returns it
+	 * with its message set again, or 0.
+	 */
+	int (*weight)(struct llm_backend *be, const void *host, size_t bytes);
+	int (*status)(struct llm_backend *be);
+
 	/* ------------------------------------------------ LoRA and training
 	 * Every op below writes its outputs in a fixed order that does not
 	 * depend on the number of threads or on timing, so a training run is
@@ -185,20 +200,6 @@ struct llm_backend_ops {
 	void (*adamw)(struct llm_backend *be, float *p, const float *g, float *m,
 	              float *v, int64_t n, float lr, float beta1, float beta2,
 	              float eps, float wd, int64_t step);
-	/*
-	 * Device backends (host_memory false; both NULL on the CPU).  Their
-	 * ops take weights - matmul's and get_rows' w->data, rmsnorm's w,
-	 * add_bias's b, rope's inv_freq - as the model's host memory and keep
-	 * one device copy of each, found by address; index arrays (ids, pos,
-	 * slots, the attention batch's pos and tables) are host memory on
-	 * every backend.  weight makes the device copy ahead of time (0, or
-	 * LLM_ENOMEM when the device is full).  The ops return nothing, so a
-	 * device backend keeps its first failure (a device error, out of
-	 * memory, a bad index; later ops then do nothing): status returns it
-	 * with its message set again, or 0.
-	 */
-	int (*weight)(struct llm_backend *be, const void *host, size_t bytes);
-	int (*status)(struct llm_backend *be);
 };
 
 struct llm_backend {
