@@ -784,6 +784,18 @@ static const struct llm_backend_ops cuda_ops = {
 	/* .synchronize = */ cuda_synchronize,
 	/* .weight = */ cuda_weight,
 	/* .status = */ cuda_status,
+	/* LoRA and training ops: not on this backend yet (callers check) */
+	/* .lora_seg = */ NULL,
+	/* .gemm = */ NULL,
+	/* .matmul_bwd = */ NULL,
+	/* .rmsnorm_bwd = */ NULL,
+	/* .rope_bwd = */ NULL,
+	/* .attn_train = */ NULL,
+	/* .attn_train_bwd = */ NULL,
+	/* .swiglu_fwd = */ NULL,
+	/* .swiglu_bwd = */ NULL,
+	/* .cross_entropy = */ NULL,
+	/* .adamw = */ NULL,
 };
 
 int llm_cuda_device_count(void)
