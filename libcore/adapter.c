@@ -131,10 +131,34 @@ static int check_pair(const char *path, const char *name, const struct llm_lora_
 	return 0;
 }
 
-static float json_num_or(json_t *o, const char *key, float dflt)
+/* A number field of adapter_config.json: dflt when absent or null,
+ * LLM_EFORMAT when it is not a number in [lo, hi]. */
+static int cfg_num(json_t *o, const char *path, const char *key, double lo,
+                   double hi, double dflt, double *out)
 {
 	json_t *v = json_object_get(o, key);
-	return json_is_number(v) ? (float)json_number_value(v) : dflt;
+	*out = dflt;
+	if (!v || json_is_null(v))
+		return 0;
+	if (!json_is_number(v) || json_number_value(v) < lo ||
+	    json_number_value(v) > hi)
+		return llm_error(LLM_EFORMAT, "%s: \"%s\" must be a number in [%g, %g]",
+		                 path, key, lo, hi);
+	*out = json_number_value(v);
+	return 0;
+}
+
+static int cfg_bool(json_t *o, const char *path, const char *key, bool *out)
+{
+	json_t *v = json_object_get(o, key);
+	*out = false;
+	if (!v || json_is_null(v))
+		return 0;
+	if (!json_is_boolean(v))
+		return llm_error(LLM_EFORMAT, "%s: \"%s\" must be true or false", path,
+		                 key);
+	*out = json_is_true(v);
+	return 0;
 }
 
 /* alpha_pattern / rank_pattern keys match a module name by suffix. */
@@ -172,20 +196,36 @@ static int load_peft(struct llm_lora **out, const char *dir, const char *st_path
 		               jerr.line);
 		goto cleanup;
 	}
-	json_t *pt = json_object_get(cfg, "peft_type");
-	if (json_is_string(pt) && strcmp(json_string_value(pt), "LORA")) {
-		rc = llm_error(LLM_EUNSUPPORTED, "%s: peft_type %s is not supported (LORA "
-		               "is)", cfg_path, json_string_value(pt));
+	if (!json_is_object(cfg)) {
+		rc = llm_error(LLM_EFORMAT, "%s: not a JSON object", cfg_path);
 		goto cleanup;
 	}
-	int r_cfg = (int)json_num_or(cfg, "r", 8);
-	float alpha = json_num_or(cfg, "lora_alpha", (float)r_cfg);
-	bool rslora = json_is_true(json_object_get(cfg, "use_rslora"));
+	json_t *pt = json_object_get(cfg, "peft_type");
+	if (pt && (!json_is_string(pt) || strcmp(json_string_value(pt), "LORA"))) {
+		rc = llm_error(LLM_EUNSUPPORTED, "%s: peft_type %s is not supported (LORA "
+		               "is)", cfg_path, json_is_string(pt) ? json_string_value(pt)
+		                                                   : "(not a string)");
+		goto cleanup;
+	}
+	double r_cfg, alpha_d, dropout;
+	bool rslora, dora, fifo;
+	if ((rc = cfg_num(cfg, cfg_path, "r", 1, 65536, 8, &r_cfg)) ||
+	    (rc = cfg_num(cfg, cfg_path, "lora_alpha", -1e9, 1e9, r_cfg, &alpha_d)) ||
+	    (rc = cfg_num(cfg, cfg_path, "lora_dropout", 0, 1, 0, &dropout)) ||
+	    (rc = cfg_bool(cfg, cfg_path, "use_rslora", &rslora)) ||
+	    (rc = cfg_bool(cfg, cfg_path, "use_dora", &dora)) ||
+	    (rc = cfg_bool(cfg, cfg_path, "fan_in_fan_out", &fifo)))
+		goto cleanup;
+	float alpha = (float)alpha_d;
 	json_t *alpha_pat = json_object_get(cfg, "alpha_pattern");
-	json_t *dora = json_object_get(cfg, "use_dora");
-	if (json_is_true(dora)) {
-		rc = llm_error(LLM_EUNSUPPORTED, "%s: DoRA adapters are not supported",
+	if (alpha_pat && !json_is_null(alpha_pat) && !json_is_object(alpha_pat)) {
+		rc = llm_error(LLM_EFORMAT, "%s: \"alpha_pattern\" must be an object",
 		               cfg_path);
+		goto cleanup;
+	}
+	if (dora || fifo) {
+		rc = llm_error(LLM_EUNSUPPORTED, "%s: %s adapters are not supported",
+		               cfg_path, dora ? "DoRA (use_dora)" : "fan_in_fan_out");
 		goto cleanup;
 	}
 	if ((rc = llm_safetensors_open(&st, st_path)))
@@ -220,7 +260,12 @@ static int load_peft(struct llm_lora **out, const char *dir, const char *st_path
 			goto cleanup;
 		peft_module(module, sizeof(module), il, t);
 		json_t *ap = pattern_get(alpha_pat, module);
-		float al = json_is_number(ap) ? (float)json_number_value(ap) : alpha;
+		if (ap && !json_is_number(ap)) {
+			rc = llm_error(LLM_EFORMAT, "%s: alpha_pattern for %s is not a number",
+			               cfg_path, module);
+			goto cleanup;
+		}
+		float al = ap ? (float)json_number_value(ap) : alpha;
 		f[i] = (struct found){ (int)ta->shape[0],
 		                       llm_lora_scale_of(al, (int)ta->shape[0], rslora),
 		                       ta->data, tb->data, ta->type, tb->type, true };
@@ -245,7 +290,7 @@ static int load_peft(struct llm_lora **out, const char *dir, const char *st_path
 	}
 	rc = build(out, m, f, dir, true, alpha, rslora);
 	if (!rc)
-		(*out)->dropout = json_num_or(cfg, "lora_dropout", 0);
+		(*out)->dropout = (float)dropout;
 cleanup:
 	free(f);
 	json_decref(cfg);

@@ -3,6 +3,7 @@
  * initialisation, concatenation and merging into a base model (lora.h).
  * Reading and writing files is in adapter.c.
  */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,6 +78,30 @@ const struct llm_tensor *llm_lora_base_weight(const struct llm_model *m, int il,
 	case LLM_LORA_DOWN: return &l->w_down;
 	}
 	return NULL;
+}
+
+int llm_lora_parse_spec(const char *arg, char *path, size_t n, float *w)
+{
+	const char *colon = strrchr(arg, ':');
+	size_t len = strlen(arg);
+	char *end;
+
+	*w = 1;
+	if (colon && colon[1]) {
+		errno = 0;
+		double v = strtod(colon + 1, &end);
+		if (!*end && !errno && isfinite(v) && fabs(v) <= 1e6) {
+			*w = (float)v;
+			len = (size_t)(colon - arg);
+		}
+	}
+	if (!len)
+		return llm_error(LLM_EINVAL, "'%s': no adapter path", arg);
+	if (len >= n)
+		return llm_error(LLM_EINVAL, "'%s': adapter path too long", arg);
+	memcpy(path, arg, len);
+	path[len] = 0;
+	return 0;
 }
 
 float llm_lora_scale_of(float alpha, int rank, bool rslora)

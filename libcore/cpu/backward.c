@@ -92,26 +92,6 @@ void llm_cpu_gemm(struct llm_backend *be, enum llm_gemm_op ta,
 	llm_pool_for(llm_cpu_pool(be), len, 64, gemm_task, &g);
 }
 
-/* ---------------------------------------------------------------- LoRA */
-
-void llm_cpu_lora_seg(struct llm_backend *be, const float *x, float *y,
-                      int n_in, int n_out, const struct llm_lora_seg *segs,
-                      int n_segs)
-{
-	for (int s = 0; s < n_segs; s++) {
-		const struct llm_lora_seg *g = &segs[s];
-		if (g->n <= 0 || g->scale == 0)
-			continue;
-		float *tmp = llm_cpu_scratch(be, 0, (size_t)g->n * g->rank);
-		llm_cpu_gemm(be, LLM_GEMM_N, LLM_GEMM_T, g->n, g->rank, n_in, 1.0f,
-		             x + (int64_t)g->t0 * n_in, n_in, g->a, n_in, 0.0f, tmp,
-		             g->rank);
-		llm_cpu_gemm(be, LLM_GEMM_N, LLM_GEMM_T, g->n, n_out, g->rank, g->scale,
-		             tmp, g->rank, g->b, g->rank, 1.0f,
-		             y + (int64_t)g->t0 * n_out, n_out);
-	}
-}
-
 /* ---------------------------------------------------------------- matmul */
 
 struct conv_args {

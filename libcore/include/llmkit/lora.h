@@ -32,6 +32,7 @@
 #define LLMKIT_LORA_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "llmkit/tensor.h"
@@ -94,6 +95,10 @@ struct llm_lora_mat *llm_lora_mat(const struct llm_lora *a, int il, int t);
 void llm_lora_init_peft(struct llm_lora *a, uint64_t seed);
 /* alpha / rank or alpha / sqrt(rank). */
 float llm_lora_scale_of(float alpha, int rank, bool rslora);
+
+/* "PATH" or "PATH:W" (a weight or scale, a number after the last colon;
+ * default 1) from a command line; path gets at most n bytes. */
+int llm_lora_parse_spec(const char *arg, char *path, size_t n, float *w);
 
 /* ---------------------------------------------------------------- files */
 
