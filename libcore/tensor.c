@@ -3,6 +3,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "llmkit/quant.h"
 #include "llmkit/tensor.h"
 
 /* ---------------------------------------------------------------- half */
@@ -125,18 +126,20 @@ static const struct llm_dtype_traits traits[LLM_DTYPE_COUNT] = {
 	[LLM_F32]  = { "f32",  1, 4, false, f32_to_float, f32_from_float },
 	[LLM_F16]  = { "f16",  1, 2, false, f16_to_float, f16_from_float },
 	[LLM_BF16] = { "bf16", 1, 2, false, bf16_to_float, bf16_from_float },
-	[LLM_Q4_0] = { "q4_0", 32, 18, true, NULL, NULL },
-	[LLM_Q4_1] = { "q4_1", 32, 20, true, NULL, NULL },
-	[LLM_Q5_0] = { "q5_0", 32, 22, true, NULL, NULL },
-	[LLM_Q5_1] = { "q5_1", 32, 24, true, NULL, NULL },
-	[LLM_Q8_0] = { "q8_0", 32, 34, true, NULL, NULL },
-	[LLM_Q8_1] = { "q8_1", 32, 36, true, NULL, NULL },
-	[LLM_Q2_K] = { "q2_k", QK, 84, true, NULL, NULL },
-	[LLM_Q3_K] = { "q3_k", QK, 110, true, NULL, NULL },
-	[LLM_Q4_K] = { "q4_k", QK, 144, true, NULL, NULL },
-	[LLM_Q5_K] = { "q5_k", QK, 176, true, NULL, NULL },
-	[LLM_Q6_K] = { "q6_k", QK, 210, true, NULL, NULL },
-	[LLM_Q8_K] = { "q8_k", QK, 292, true, NULL, NULL },
+#define QROWS(T) llm_dequantize_row_##T, llm_quantize_row_##T
+	[LLM_Q4_0] = { "q4_0", 32, 18, true, QROWS(q4_0), llm_vec_dot_q4_0, LLM_Q8_0 },
+	[LLM_Q4_1] = { "q4_1", 32, 20, true, QROWS(q4_1), llm_vec_dot_q4_1, LLM_Q8_1 },
+	[LLM_Q5_0] = { "q5_0", 32, 22, true, QROWS(q5_0), llm_vec_dot_q5_0, LLM_Q8_0 },
+	[LLM_Q5_1] = { "q5_1", 32, 24, true, QROWS(q5_1), llm_vec_dot_q5_1, LLM_Q8_1 },
+	[LLM_Q8_0] = { "q8_0", 32, 34, true, QROWS(q8_0), llm_vec_dot_q8_0, LLM_Q8_0 },
+	[LLM_Q8_1] = { "q8_1", 32, 36, true, QROWS(q8_1), NULL, 0 },
+	[LLM_Q2_K] = { "q2_k", QK, 84, true, QROWS(q2_k), llm_vec_dot_q2_k, LLM_Q8_K },
+	[LLM_Q3_K] = { "q3_k", QK, 110, true, QROWS(q3_k), llm_vec_dot_q3_k, LLM_Q8_K },
+	[LLM_Q4_K] = { "q4_k", QK, 144, true, QROWS(q4_k), llm_vec_dot_q4_k, LLM_Q8_K },
+	[LLM_Q5_K] = { "q5_k", QK, 176, true, QROWS(q5_k), llm_vec_dot_q5_k, LLM_Q8_K },
+	[LLM_Q6_K] = { "q6_k", QK, 210, true, QROWS(q6_k), llm_vec_dot_q6_k, LLM_Q8_K },
+	[LLM_Q8_K] = { "q8_k", QK, 292, true, QROWS(q8_k), NULL, 0 },
+#undef QROWS
 	[LLM_IQ2_XXS] = { "iq2_xxs", QK, 66, true, NULL, NULL },
 	[LLM_IQ2_XS]  = { "iq2_xs", QK, 74, true, NULL, NULL },
 	[LLM_IQ3_XXS] = { "iq3_xxs", QK, 98, true, NULL, NULL },

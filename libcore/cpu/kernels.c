@@ -9,6 +9,7 @@
  * feeds four.
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,7 +107,7 @@ static void swiglu_scalar(float *g, const float *u, int64_t n)
 		g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
-static const struct llm_cpu_kernels k_scalar = {
+static struct llm_cpu_kernels k_scalar = {
 	.isa = "scalar",
 	.rows = {
 		[LLM_F32] = rows_f32_scalar,
@@ -405,7 +406,7 @@ AVX2 static void swiglu_avx2(float *g, const float *u, int64_t n)
 	swiglu_scalar(g + i, u + i, n - i);
 }
 
-static const struct llm_cpu_kernels k_avx2 = {
+static struct llm_cpu_kernels k_avx2 = {
 	.isa = "avx2",
 	.rows = {
 		[LLM_F32] = rows_f32_avx2,
@@ -772,7 +773,7 @@ AVX512 static void swiglu_avx512(float *g, const float *u, int64_t n)
 	}
 }
 
-static const struct llm_cpu_kernels k_avx512 = {
+static struct llm_cpu_kernels k_avx512 = {
 	.isa = "avx512",
 	.rows = {
 		[LLM_F32] = rows_f32_avx512,
@@ -806,10 +807,24 @@ static bool cpu_has(const char *isa)
 	return !strcmp(isa, "scalar");
 }
 
+/* The quantized kernels live in qkernels.c and join the tables once. */
+static void register_quant(void)
+{
+	llm_cpu_quant_register(&k_scalar);
+#if defined(__x86_64__)
+	if (cpu_has("avx2"))
+		llm_cpu_quant_register(&k_avx2);
+	if (cpu_has("avx512"))
+		llm_cpu_quant_register(&k_avx512);
+#endif
+}
+
 const struct llm_cpu_kernels *llm_cpu_kernels_for(const char *isa)
 {
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	if (!cpu_has(isa))
 		return NULL;
+	pthread_once(&once, register_quant);
 #if defined(__x86_64__)
 	if (!strcmp(isa, "avx512"))
 		return &k_avx512;

@@ -37,6 +37,9 @@ enum llm_dtype {
 /* Convert n elements (a multiple of block_size) of a row. */
 typedef void (*llm_to_float_fn)(const void *src, float *dst, int64_t n);
 typedef void (*llm_from_float_fn)(const float *src, void *dst, int64_t n);
+/* Dot product of a row of n weights with n activations quantized to the
+ * weight type's vec_dot_type (quant.h). */
+typedef float (*llm_vec_dot_fn)(int64_t n, const void *w, const void *x);
 
 struct llm_dtype_traits {
 	const char *name;        /* "f32", "q4_k" ...; NULL: unused id */
@@ -45,6 +48,10 @@ struct llm_dtype_traits {
 	bool quantized;
 	llm_to_float_fn to_float;      /* NULL: cannot be read yet */
 	llm_from_float_fn from_float;  /* NULL: cannot be written yet */
+	/* Quantized weight types: the reference dot product and the format
+	 * activations are quantized to for it (LLM_Q8_0, LLM_Q8_1, LLM_Q8_K). */
+	llm_vec_dot_fn vec_dot;
+	int vec_dot_type;
 };
 
 /* Traits of a dtype; NULL when t is not a known type id. */
