@@ -110,19 +110,33 @@ static void conv_task(void *p, int64_t r0, int64_t r1, int ith)
 		conv((const char *)a->w->data + r * rb, a->dst + r * n_in, n_in);
 }
 
+/* Non-f32 weights are converted a tile of MMB_TILE rows at a time, so a
+ * quantized base (QLoRA) never exists in f32 as a whole: dx accumulates
+ * dy[:, tile] . w[tile, :] tile after tile, in a fixed order. */
+#define MMB_TILE 256
+
 void llm_cpu_matmul_bwd(struct llm_backend *be, const struct llm_tensor *w,
                         const float *dy, float *dx, int n, float beta)
 {
 	int n_in = (int)w->ne[0], n_out = (int)w->ne[1];
-	const float *wf = w->data;
 
-	if (w->type != LLM_F32) {
-		struct conv_args a = { w, llm_cpu_shared(be, (size_t)n_in * n_out) };
-		llm_pool_for(llm_cpu_pool(be), n_out, 64, conv_task, &a);
-		wf = a.dst;
+	if (w->type == LLM_F32) {
+		llm_cpu_gemm(be, LLM_GEMM_N, LLM_GEMM_N, n, n_in, n_out, 1.0f, dy, n_out,
+		             w->data, n_in, beta, dx, n_in);
+		return;
 	}
-	llm_cpu_gemm(be, LLM_GEMM_N, LLM_GEMM_N, n, n_in, n_out, 1.0f, dy, n_out, wf,
-	             n_in, beta, dx, n_in);
+	size_t rb = llm_tensor_row_size(w);
+	float *tile = llm_cpu_shared(be, (size_t)MMB_TILE * n_in);
+	for (int r0 = 0; r0 < n_out; r0 += MMB_TILE) {
+		int nr = n_out - r0 < MMB_TILE ? n_out - r0 : MMB_TILE;
+		struct llm_tensor part = *w;
+		part.ne[1] = nr;
+		part.data = (char *)w->data + (size_t)r0 * rb;
+		struct conv_args a = { &part, tile };
+		llm_pool_for(llm_cpu_pool(be), nr, 16, conv_task, &a);
+		llm_cpu_gemm(be, LLM_GEMM_N, LLM_GEMM_N, n, n_in, nr, 1.0f, dy + r0, n_out,
+		             tile, n_in, r0 ? 1.0f : beta, dx, n_in);
+	}
 }
 
 /* ---------------------------------------------------------------- rmsnorm */
