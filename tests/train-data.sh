@@ -46,6 +46,20 @@ grep -q "chat.jsonl:1: .*chat template" "$T/err" || fail "chat: $(cat "$T/err")"
 $BIN $COMMON --data "$T/chat.jsonl" --chat-template chatml --format gguf -o "$T/o4.gguf" || fail "chat with chatml"
 [ -s "$T/o4.gguf" ] || fail "no GGUF adapter"
 
+# QLoRA on a q4_0 base and QAT for q4_0 train and lower the held-out loss
+if [ -x "${LLMKIT_BIN:-.}/tools/llm-quantize" ]; then
+	"${LLMKIT_BIN:-.}/tools/llm-quantize" -q -t q4_0 "$MODEL" "$T/q40.gguf" || fail "quantize"
+	for v in "q40.gguf:" "q40.gguf:--qat q4_0" "SELF:--qat q4_0"; do
+		m=${v%%:*}; extra=${v#*:}
+		[ "$m" = SELF ] && m=$MODEL || m=$T/$m
+		$BIN -m "$m" --ctx 64 --batch 2 -r 2 -t 2 -q --data "$T/good.jsonl" --eval-split 0.2 \
+			--steps 10 --lr 1e-2 $extra -o "$T/o6" || fail "training $v"
+		b=$($BIN -m "$m" --ctx 64 --data "$T/good.jsonl" --eval-split 0.2 --eval-only | awk '{print $2}')
+		a=$($BIN -m "$m" --ctx 64 --data "$T/good.jsonl" --eval-split 0.2 --eval-only --init "$T/o6" | awk '{print $2}')
+		awk -v b="$b" -v t="$a" 'BEGIN { exit !(t < b) }' || fail "$v: held-out loss did not drop: $b -> $a"
+	done
+fi
+
 # usage errors
 $BIN $COMMON -o "$T/o5" 2>/dev/null; [ $? -eq 2 ] || fail "missing --data is not a usage error"
 $BIN $COMMON --data "$T/good.jsonl" --lr abc -o "$T/o5" 2>/dev/null; [ $? -eq 2 ] || fail "--lr abc"
