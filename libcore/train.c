@@ -579,7 +579,7 @@ static void proj_fwd(struct llm_trainer *t, const struct pass *ps, int il, int k
 
 	if (t->qat_w) {
 		/* forward through Q(W + s B A); lt still kept for the gradient */
-		t->op->matmul(t->be, qat_weight(t, w, lm), x, y, ps->n);
+		t->op->matmul_train(t->be, qat_weight(t, w, lm), x, y, ps->n);
 		if (adapted) {
 			const float *xd = lora_input(t, ps, il, k, x, n_in);
 			t->op->gemm(t->be, LLM_GEMM_N, LLM_GEMM_T, ps->n, lm->rank, n_in, 1.0f,
@@ -587,7 +587,7 @@ static void proj_fwd(struct llm_trainer *t, const struct pass *ps, int il, int k
 		}
 		return;
 	}
-	t->op->matmul(t->be, w, x, y, ps->n);
+	t->op->matmul_train(t->be, w, x, y, ps->n);
 	if (!adapted)
 		return;
 	const float *xd = lora_input(t, ps, il, k, x, n_in);
@@ -786,7 +786,7 @@ static double head(struct llm_trainer *t, const struct pass *ps,
 				memset(t->dxn + (int64_t)r0 * d, 0, (size_t)c * d * sizeof(float));
 			continue;
 		}
-		t->op->matmul(t->be, &t->fm.output, t->xf + (int64_t)r0 * d, t->logits, c);
+		t->op->matmul_train(t->be, &t->fm.output, t->xf + (int64_t)r0 * d, t->logits, c);
 		t->op->cross_entropy(t->be, t->logits, targets + r0, c, nv, scale,
 		                     t->loss + r0);
 		for (int i = 0; i < c; i++)

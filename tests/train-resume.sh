@@ -1,5 +1,6 @@
 #!/bin/sh
-# llm-lora-train --resume: a run killed with SIGKILL mid-way (and one
+# llm-lora-train --resume: a run killed with SIGKILL mid-way (resumed on
+# another thread count) and one
 # stopped with Ctrl-C) and resumed from its last checkpoint ends with the
 # same adapter bytes as an uninterrupted run.
 BIN=${LLMKIT_BIN:-.}/tools/llm-lora-train
@@ -24,7 +25,7 @@ kill -9 $pid 2>/dev/null
 wait $pid
 [ -e "$T/b/adapter_model.safetensors" ] && fail "killed run finished before the kill (test too short)"
 [ -e "$T/b/checkpoint.llmt" ] || fail "no checkpoint written"
-$BIN $ARGS -o "$T/b" --resume 2> "$T/log" || { cat "$T/log"; fail "resume"; }
+$BIN $ARGS -o "$T/b" --resume -t 1 2> "$T/log" || { cat "$T/log"; fail "resume"; }
 cmp "$T/a/adapter_model.safetensors" "$T/b/adapter_model.safetensors" ||
 	fail "resumed adapter differs from the uninterrupted run's"
 
