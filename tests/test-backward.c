@@ -459,6 +459,48 @@ START_TEST(threads_same_bits)
 }
 END_TEST
 
+/* matmul_train: matmul's values (for every dtype), the same bits on 1 and
+ * 3 threads. */
+START_TEST(matmul_train_matches)
+{
+	static const int types[] = { LLM_F32, LLM_F16, LLM_Q4_K };
+	struct llm_backend *b1, *b3;
+	ck_assert_int_eq(llm_backend_cpu_init(&b1, 1), 0);
+	ck_assert_int_eq(llm_backend_cpu_init(&b3, 3), 0);
+	unsigned s = 31;
+	int n = 150, n_in = 256, n_out = 700;
+	float *x = rnd((size_t)n * n_in, &s, 1);
+	float *wf = rnd((size_t)n_in * n_out, &s, 0.1f);
+	float *y[3];
+	for (int i = 0; i < 3; i++)
+		y[i] = malloc(sizeof(float) * n * n_out);
+	for (int ti = 0; ti < 3; ti++) {
+		const struct llm_dtype_traits *tr = llm_dtype_traits(types[ti]);
+		size_t rb = llm_row_size(types[ti], n_in);
+		void *wd = malloc(rb * n_out);
+		for (int r = 0; r < n_out; r++)
+			tr->from_float(wf + r * n_in, (char *)wd + r * rb, n_in);
+		struct llm_tensor w = { "w", types[ti], 2, { n_in, n_out, 1, 1 },
+		                        rb * n_out, wd };
+		be->ops->matmul(be, &w, x, y[0], n);
+		b1->ops->matmul_train(b1, &w, x, y[1], n);
+		b3->ops->matmul_train(b3, &w, x, y[2], n);
+		ck_assert(!memcmp(y[1], y[2], sizeof(float) * n * n_out));
+		for (int i = 0; i < n * n_out; i++)
+			ck_assert_msg(fabsf(y[0][i] - y[1][i]) < 1e-3f * (1 + fabsf(y[0][i])),
+			              "%s: y[%d] %g vs matmul %g", llm_dtype_name(types[ti]),
+			              i, y[1][i], y[0][i]);
+		free(wd);
+	}
+	for (int i = 0; i < 3; i++)
+		free(y[i]);
+	free(x);
+	free(wf);
+	llm_backend_free(b1);
+	llm_backend_free(b3);
+}
+END_TEST
+
 int main(void)
 {
 	if (llm_backend_cpu_init(&be, 2))
@@ -475,6 +517,7 @@ int main(void)
 	tcase_add_test(tc, gemm_matches_loops);
 	tcase_add_test(tc, adamw_formula);
 	tcase_add_test(tc, threads_same_bits);
+	tcase_add_test(tc, matmul_train_matches);
 	suite_add_tcase(s, tc);
 	int failed = test_run(s);
 	llm_backend_free(be);
