@@ -60,7 +60,7 @@ struct gemm_args {
 	bool split_m;
 };
 
-#define GEMM_PIECE 64
+#define GEMM_PIECE 128
 
 /* Items [i0, i1) in pieces of GEMM_PIECE: the pool hands a single thread
  * the whole range at once, and one sgemm call over it could round
@@ -83,7 +83,7 @@ static void gemm_task(void *p, int64_t i0, int64_t i1, int ith)
 	}
 }
 
-/* Pieces of 64 rows (or columns, whichever dimension is larger); small
+/* Pieces of GEMM_PIECE rows (or columns, whichever dimension is larger); small
  * products run as one piece on the calling thread. */
 void llm_cpu_gemm(struct llm_backend *be, enum llm_gemm_op ta,
                   enum llm_gemm_op tb, int m, int n, int k, float alpha,
