@@ -177,6 +177,28 @@ static json_t *pattern_get(json_t *pat, const char *module)
 	return NULL;
 }
 
+/*
+ * A PEFT tensor by its usual name (a causal LM: base_model.model.model.
+ * layers...), or as saved from a bare base model (base_model.model.
+ * layers...) or with the adapter's name left in (...lora_A.default.weight).
+ */
+static const struct llm_safetensors_tensor *
+peft_find(const struct llm_safetensors *st, const char *name)
+{
+	static const char full[] = "base_model.model.model.";
+	const struct llm_safetensors_tensor *t = llm_safetensors_find(st, name);
+	char alt[300];
+	size_t n = strlen(name);
+	if (t)
+		return t;
+	snprintf(alt, sizeof(alt), "base_model.model.%s", name + strlen(full));
+	if ((t = llm_safetensors_find(st, alt)))
+		return t;
+	/* "...lora_A.weight" -> "...lora_A.default.weight" */
+	snprintf(alt, sizeof(alt), "%.*s.default.weight", (int)(n - 7), name);
+	return llm_safetensors_find(st, alt);
+}
+
 static int load_peft(struct llm_lora **out, const char *dir, const char *st_path,
                      const struct llm_model *m)
 {
@@ -236,9 +258,9 @@ static int load_peft(struct llm_lora **out, const char *dir, const char *st_path
 		int il = i / LLM_LORA_N, t = i % LLM_LORA_N;
 		const struct llm_safetensors_tensor *ta, *tb;
 		peft_name(name, sizeof(name), il, t, 'A');
-		ta = llm_safetensors_find(st, name);
+		ta = peft_find(st, name);
 		peft_name(name, sizeof(name), il, t, 'B');
-		tb = llm_safetensors_find(st, name);
+		tb = peft_find(st, name);
 		if (!ta && !tb)
 			continue;
 		if (!ta || !tb) {
@@ -276,7 +298,8 @@ static int load_peft(struct llm_lora **out, const char *dir, const char *st_path
 			if (!strstr(nm, ".lora_A.") && !strstr(nm, ".lora_B."))
 				continue;
 			int il;
-			if (sscanf(nm, "base_model.model.model.layers.%d.", &il) == 1 &&
+			if ((sscanf(nm, "base_model.model.model.layers.%d.", &il) == 1 ||
+			     sscanf(nm, "base_model.model.layers.%d.", &il) == 1) &&
 			    (il < 0 || il >= m->hp.n_layer)) {
 				rc = llm_error(LLM_EFORMAT, "%s: %s: layer %d does not exist in "
 				               "a model of %d layers", st_path, nm, il,
@@ -284,8 +307,25 @@ static int load_peft(struct llm_lora **out, const char *dir, const char *st_path
 				goto cleanup;
 			}
 		}
-		rc = llm_error(LLM_EUNSUPPORTED, "%s: holds tensors other than LoRA "
-		               "pairs of q/k/v/o/gate/up/down projections", st_path);
+		/* name one tensor that was not used */
+		const char *odd = "?";
+		for (int64_t j = 0; j < llm_safetensors_n_tensors(st) && *odd == '?'; j++) {
+			const char *nm = llm_safetensors_tensor(st, j)->name;
+			bool known = false;
+			for (int i = 0; i < n && !known; i++)
+				for (int ab = 0; ab < 2 && !known; ab++) {
+					if (!f[i].rank)
+						continue;
+					peft_name(name, sizeof(name), i / LLM_LORA_N, i % LLM_LORA_N,
+					          ab ? 'B' : 'A');
+					known = peft_find(st, name) == llm_safetensors_tensor(st, j);
+				}
+			if (!known)
+				odd = nm;
+		}
+		rc = llm_error(LLM_EUNSUPPORTED, "%s: %s is not a LoRA pair tensor of a "
+		               "q/k/v/o/gate/up/down projection of this model", st_path,
+		               odd);
 		goto cleanup;
 	}
 	rc = build(out, m, f, dir, true, alpha, rslora);
@@ -362,8 +402,21 @@ static int load_gguf(struct llm_lora **out, const char *path,
 		                       ta->type, tb->type, true };
 	}
 	if (used != llm_gguf_n_tensors(g)) {
-		rc = llm_error(LLM_EUNSUPPORTED, "%s: holds tensors other than LoRA pairs "
-		               "of this model's projections", path);
+		const char *odd = "?";
+		for (int64_t j = 0; j < llm_gguf_n_tensors(g) && *odd == '?'; j++) {
+			const char *nm = llm_gguf_tensor(g, j)->name;
+			int il, k = 0;
+			char proj[32], ab;
+			bool known = false;
+			if (sscanf(nm, "blk.%d.%31[a-z_].weight.lora_%c%n", &il, proj, &ab,
+			           &k) == 3 && !nm[k] && il >= 0 && il < m->hp.n_layer)
+				for (int t = 0; t < LLM_LORA_N; t++)
+					known |= !strcmp(proj, gguf_names[t]) && f[il * LLM_LORA_N + t].rank;
+			if (!known)
+				odd = nm;
+		}
+		rc = llm_error(LLM_EUNSUPPORTED, "%s: %s is not a LoRA pair tensor of a "
+		               "q/k/v/o/gate/up/down projection of this model", path, odd);
 		goto cleanup;
 	}
 	rc = build(out, m, f, path, false, alpha, false);

@@ -98,14 +98,16 @@ struct llm_ctx {
 
 	struct llm_ctx_stats stats;
 
-	/* LoRA: adapters for every token, per-slot adapters, and the runs of
-	 * batch tokens sharing a slot in the current chunk */
+	/* LoRA: adapters for every token, per-slot adapters, and the tokens
+	 * of the current chunk grouped by slot: one segment per slot, a run
+	 * of consecutive tokens or a list of scattered ones (grp_rows) */
 	struct lora_ref { const struct llm_lora *a; float scale; } lora[LLM_CTX_MAX_LORA];
 	int n_lora;
 	struct lora_ref *slot;
 	int n_slot;
 	struct llm_lora_seg *segs;  /* (n_batch + LLM_CTX_MAX_LORA) */
-	int *run_t0, *run_n, *run_slot;  /* (n_batch) */
+	struct lora_run { int t0, n, slot; const int32_t *rows; } *runs;  /* (n_batch) */
+	int32_t *grp_rows;          /* (n_batch) */
 	int n_runs;
 };
 
@@ -232,12 +234,11 @@ int llm_ctx_new(struct llm_ctx **out, const struct llm_model *m,
 	c->next_pos = malloc(p.n_seq_max * sizeof(*c->next_pos));
 	c->first_pos = malloc(p.n_seq_max * sizeof(*c->first_pos));
 	c->segs = malloc((nb + LLM_CTX_MAX_LORA) * sizeof(*c->segs));
-	c->run_t0 = malloc(nb * sizeof(int));
-	c->run_n = malloc(nb * sizeof(int));
-	c->run_slot = malloc(nb * sizeof(int));
+	c->runs = malloc(nb * sizeof(*c->runs));
+	c->grp_rows = malloc(nb * sizeof(*c->grp_rows));
 	if (!c->x || !c->xb || !c->q || !c->k || !c->v || !c->att || !c->g || !c->u ||
 	    !c->out_x || !c->slots || !c->tables || !c->next_pos || !c->first_pos ||
-	    !c->segs || !c->run_t0 || !c->run_n || !c->run_slot) {
+	    !c->segs || !c->runs || !c->grp_rows) {
 		rc = llm_error(LLM_ENOMEM, "out of memory for a batch of %d tokens",
 		               p.n_batch);
 		goto fail;
@@ -272,9 +273,8 @@ void llm_ctx_free(struct llm_ctx *c)
 	free(c->out_row);
 	free(c->slot);
 	free(c->segs);
-	free(c->run_t0);
-	free(c->run_n);
-	free(c->run_slot);
+	free(c->runs);
+	free(c->grp_rows);
 	free(c->slots);
 	free(c->tables);
 	free(c->next_pos);
@@ -308,6 +308,16 @@ static int lora_fits(const struct llm_ctx *c, const struct llm_lora *a)
 	if (a->n_layer != c->m->hp.n_layer)
 		return llm_error(LLM_EINVAL, "adapter %s has %d layers, the model %d",
 		                 a->path ? a->path : "", a->n_layer, c->m->hp.n_layer);
+	for (int il = 0; il < a->n_layer; il++)
+		for (int t = 0; t < LLM_LORA_N; t++) {
+			const struct llm_lora_mat *lm = llm_lora_mat(a, il, t);
+			const struct llm_tensor *w = llm_lora_base_weight(c->m, il, t);
+			if (lm->a && (lm->n_in != w->ne[0] || lm->n_out != w->ne[1]))
+				return llm_error(LLM_EINVAL, "adapter %s: layer %d %s is %d x %d, "
+				                 "the model's %lld x %lld", a->path ? a->path : "",
+				                 il, llm_lora_target_name(t), lm->n_out, lm->n_in,
+				                 (long long)w->ne[1], (long long)w->ne[0]);
+		}
 	return 0;
 }
 
@@ -347,27 +357,60 @@ int llm_ctx_set_adapter(struct llm_ctx *c, int slot, const struct llm_lora *a,
 	return 0;
 }
 
-/* Runs of consecutive tokens of the chunk that share an adapter slot. */
+static int run_cmp(const void *pa, const void *pb)
+{
+	const struct lora_run *a = pa, *b = pb;
+	if (a->slot != b->slot)
+		return a->slot < b->slot ? -1 : 1;
+	return a->t0 < b->t0 ? -1 : a->t0 > b->t0;
+}
+
+/*
+ * Group the tokens of a chunk by adapter slot (the SGMV idea): runs of
+ * consecutive tokens sharing a slot, sorted by slot; a slot with several
+ * runs (decode steps interleave sequences) becomes one segment over the
+ * list of its tokens, so its adapter's matrices are read once per chunk,
+ * not once per run.
+ */
 static void lora_runs(struct llm_ctx *c, const int32_t *adapter, int n)
 {
-	c->n_runs = 0;
+	struct lora_run *r = c->runs;
+	int nr = 0, ng = 0, nrows = 0;
+
 	for (int i = 0; i < n; i++) {
 		int s = adapter[i];
 		if (s < 0)
 			continue;
-		if (c->n_runs && c->run_slot[c->n_runs - 1] == s &&
-		    c->run_t0[c->n_runs - 1] + c->run_n[c->n_runs - 1] == i) {
-			c->run_n[c->n_runs - 1]++;
+		if (nr && r[nr - 1].slot == s && r[nr - 1].t0 + r[nr - 1].n == i) {
+			r[nr - 1].n++;
 			continue;
 		}
-		c->run_t0[c->n_runs] = i;
-		c->run_n[c->n_runs] = 1;
-		c->run_slot[c->n_runs] = s;
-		c->n_runs++;
+		r[nr++] = (struct lora_run){ i, 1, s, NULL };
 	}
+	if (nr > 1)
+		qsort(r, nr, sizeof(*r), run_cmp);
+	for (int i = 0; i < nr;) {
+		int j = i + 1;
+		struct lora_run g = r[i];
+		while (j < nr && r[j].slot == g.slot)
+			j++;
+		if (j - i > 1) {
+			g.rows = c->grp_rows + nrows;
+			g.t0 = r[i].t0;
+			g.n = 0;
+			for (int k = i; k < j; k++)
+				for (int t = 0; t < r[k].n; t++, g.n++)
+					c->grp_rows[nrows++] = r[k].t0 + t;
+		}
+		r[ng++] = g;      /* ng <= i: runs i .. j-1 are read already */
+		i = j;
+	}
+	c->n_runs = ng;
 }
 
-/* y (n x n_out) += the deltas of projection t of layer il for x (n x n_in). */
+/* y (n x n_out) += the deltas of projection t of layer il for x (n x n_in):
+ * the adapters of every token (their segments overlap: one call, applied
+ * in turn), then the per-slot ones (disjoint rows: another call). */
 static void lora_apply(struct llm_ctx *c, int il, int t, const float *x, float *y,
                        int n)
 {
@@ -377,18 +420,23 @@ static void lora_apply(struct llm_ctx *c, int il, int t, const float *x, float *
 		if (!lm->a)
 			continue;
 		c->segs[ns++] = (struct llm_lora_seg){ 0, n, lm->a, lm->b, lm->rank,
-		                                       c->lora[j].scale * c->lora[j].a->scale };
+		                                       c->lora[j].scale * c->lora[j].a->scale,
+		                                       NULL };
 		n_in = lm->n_in;
 		n_out = lm->n_out;
 	}
+	if (ns)
+		c->be->ops->lora_seg(c->be, x, y, n_in, n_out, c->segs, ns);
+	ns = 0;
 	for (int r = 0; r < c->n_runs; r++) {
-		const struct lora_ref *ref = &c->slot[c->run_slot[r]];
+		const struct lora_run *run = &c->runs[r];
+		const struct lora_ref *ref = &c->slot[run->slot];
 		const struct llm_lora_mat *lm = llm_lora_mat(ref->a, il, t);
 		if (!lm->a)
 			continue;
-		c->segs[ns++] = (struct llm_lora_seg){ c->run_t0[r], c->run_n[r], lm->a,
-		                                       lm->b, lm->rank,
-		                                       ref->scale * ref->a->scale };
+		c->segs[ns++] = (struct llm_lora_seg){ run->t0, run->n, lm->a, lm->b,
+		                                       lm->rank, ref->scale * ref->a->scale,
+		                                       run->rows };
 		n_in = lm->n_in;
 		n_out = lm->n_out;
 	}

@@ -3,11 +3,18 @@
  * initialisation, concatenation and merging into a base model (lora.h).
  * Reading and writing files is in adapter.c.
  */
+#include "config.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+
+#ifdef HAVE_OPENBLAS
+#include <cblas.h>
+#endif
 
 #include "llmkit/error.h"
 #include "llmkit/gguf.h"
@@ -116,6 +123,30 @@ struct llm_lora_mat *llm_lora_mat(const struct llm_lora *a, int il, int t)
 	return &a->m[il * LLM_LORA_N + t];
 }
 
+/*
+ * The adapter's matrices, zeroed.  Serving streams them per token (sixteen
+ * adapters of rank 16 on a 110M model are 180 MB per decode step), so big
+ * adapters go on 2 MiB pages as the model does: with 4 KiB pages every page
+ * of every matrix is a TLB miss.
+ */
+static float *alloc_params(int64_t n)
+{
+	const size_t huge = 2u << 20;
+	size_t bytes = (size_t)(n ? n : 1) * sizeof(float);
+	if (bytes >= huge) {
+		size_t span = (bytes + huge - 1) & ~(huge - 1);
+		float *p = aligned_alloc(huge, span);
+		if (p) {
+#ifdef MADV_HUGEPAGE
+			madvise(p, span, MADV_HUGEPAGE);
+#endif
+			memset(p, 0, span);
+		}
+		return p;
+	}
+	return calloc(1, bytes);
+}
+
 int llm_lora_new_ranks(struct llm_lora **out, const struct llm_model *m,
                       const int *ranks)
 {
@@ -141,7 +172,7 @@ int llm_lora_new_ranks(struct llm_lora **out, const struct llm_model *m,
 			a->targets |= 1u << (i % LLM_LORA_N);
 		total += (int64_t)ranks[i] * (lm->n_in + lm->n_out);
 	}
-	a->mem = calloc(total ? total : 1, sizeof(float));
+	a->mem = alloc_params(total);
 	if (!a->mem) {
 		llm_lora_free(a);
 		return llm_error(LLM_ENOMEM, "out of memory for %lld adapter parameters",
@@ -224,6 +255,11 @@ void llm_lora_mat_add_delta(const struct llm_lora_mat *lm, float scale, float *w
 	int r = lm->rank;
 	if (!lm->a || scale == 0)
 		return;
+#ifdef HAVE_OPENBLAS
+	/* a 4096 x 4096 matrix at rank 16 is 270 M multiply-adds */
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, lm->n_out, lm->n_in, r,
+	            scale, lm->b, r, lm->a, lm->n_in, 1.0f, w, lm->n_in);
+#else
 	for (int o = 0; o < lm->n_out; o++) {
 		float *wr = w + (int64_t)o * lm->n_in;
 		const float *br = lm->b + (int64_t)o * r;
@@ -235,6 +271,7 @@ void llm_lora_mat_add_delta(const struct llm_lora_mat *lm, float scale, float *w
 					wr[i] += c * ar[i];
 		}
 	}
+#endif
 }
 
 /* ---------------------------------------------------------------- cat */

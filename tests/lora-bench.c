@@ -12,8 +12,11 @@
  *             model with that adapter merged (written to a temporary file
  *             and read back);
  *   batch     SEQS sequences: prefill PROMPT/4 tokens each in one batch,
- *             then GEN steps of one token per sequence, with no adapters
- *             and with SEQS distinct adapters (one per sequence, per-slot).
+ *             then GEN steps of one token per sequence (sequences
+ *             interleaved), with no adapters, with SEQS distinct adapters
+ *             (one slot per sequence), and with 4 adapters shared round
+ *             robin (sequence i has slot i % 4: each slot's tokens scatter
+ *             through the batch and are grouped into one segment).
  *
  * Prints tokens per second and ratios to the adapter-free run, one
  * "key value" pair a line.
@@ -158,15 +161,16 @@ int main(int argc, char **argv)
 	struct llm_ctx *c_multi = new_ctx(m);
 	if (llm_ctx_add_lora(c_lora, as[0], 1))
 		die("add");
-	int slots[64];
+	int slots[64], slots4[64];
 	for (int i = 0; i < n_seqs; i++) {
 		slots[i] = i;
+		slots4[i] = i % 4;
 		if (llm_ctx_set_adapter(c_multi, i, as[i], 1))
 			die("slot");
 	}
-	enum { NONE, LORA, MERGED, B_NONE, B_MULTI, NCFG };
+	enum { NONE, LORA, MERGED, B_NONE, B_MULTI, B_SHARED, NCFG };
 	static const char *names[NCFG] = { "single_none", "single_lora", "single_merged",
-	                                   "batch_none", "batch_lora" };
+	                                   "batch_none", "batch_lora", "batch_lora4" };
 	double pf[NCFG][32], dec[NCFG][32];
 	if (rounds > 32)
 		rounds = 32;
@@ -176,6 +180,7 @@ int main(int argc, char **argv)
 		run(c_merged, 1, n_prompt, NULL, &pf[MERGED][r], &dec[MERGED][r]);
 		run(c_none, n_seqs, n_prompt / 4, NULL, &pf[B_NONE][r], &dec[B_NONE][r]);
 		run(c_multi, n_seqs, n_prompt / 4, slots, &pf[B_MULTI][r], &dec[B_MULTI][r]);
+		run(c_multi, n_seqs, n_prompt / 4, slots4, &pf[B_SHARED][r], &dec[B_SHARED][r]);
 	}
 	printf("model %s\nthreads %d\nrank %d\nprompt %d\ngen %d\nseqs %d\nrounds %d\n",
 	       argv[1], threads, rank, n_prompt, n_gen, n_seqs, rounds);
@@ -190,9 +195,12 @@ int main(int argc, char **argv)
 	printf("ratio_prefill_lora_vs_none %.3f\nratio_decode_lora_vs_none %.3f\n"
 	       "ratio_prefill_merged_vs_none %.3f\nratio_decode_merged_vs_none %.3f\n"
 	       "ratio_prefill_batch16_lora_vs_none %.3f\n"
-	       "ratio_decode_batch16_lora_vs_none %.3f\n",
+	       "ratio_decode_batch16_lora_vs_none %.3f\n"
+	       "ratio_prefill_batch16_lora4_vs_none %.3f\n"
+	       "ratio_decode_batch16_lora4_vs_none %.3f\n",
 	       tp[LORA] / tp[NONE], td[LORA] / td[NONE], tp[MERGED] / tp[NONE],
-	       td[MERGED] / td[NONE], tp[B_MULTI] / tp[B_NONE], td[B_MULTI] / td[B_NONE]);
+	       td[MERGED] / td[NONE], tp[B_MULTI] / tp[B_NONE], td[B_MULTI] / td[B_NONE],
+	       tp[B_SHARED] / tp[B_NONE], td[B_SHARED] / td[B_NONE]);
 	llm_ctx_free(c_none);
 	llm_ctx_free(c_lora);
 	llm_ctx_free(c_merged);

@@ -40,6 +40,16 @@ cmp -s "$tmp/rt-a.txt" "$tmp/m-a.txt" || fail "one adapter: --lora differs from 
 head -n 1 "$tmp/m-a.txt" > "$tmp/m-a1.txt"
 cmp -s "$tmp/pipe.txt" "$tmp/m-a1.txt" || fail "piped merged model differs"
 
+# the merged model streams into llm-quantize: the same bytes as quantizing
+# the merged file; --dtype q8_0 writes a quantized model directly
+"$merge" -m "$model" -a "$fx/peft-a" -o - |
+	"$LLMKIT_BIN/tools/llm-quantize" -t q8_0 - - > "$tmp/a-q8-pipe.gguf" 2>/dev/null
+"$LLMKIT_BIN/tools/llm-quantize" -t q8_0 "$tmp/a.gguf" "$tmp/a-q8.gguf" 2>/dev/null
+cmp "$tmp/a-q8-pipe.gguf" "$tmp/a-q8.gguf" || fail "merge | llm-quantize differs"
+"$merge" -m "$model" -a "$fx/peft-a" --dtype q8_0 -o "$tmp/a-q8d.gguf"
+"$gen" -m "$tmp/a-q8d.gguf" -p 'Once upon a time' -n 4 --greedy > /dev/null ||
+	fail "--dtype q8_0 output does not load"
+
 # f16 output: every matrix f16, text still that of the adapter
 "$merge" -m "$model" -a "$fx/peft-a" --dtype f16 -o "$tmp/a16.gguf"
 [ "$(stat -c %s "$tmp/a16.gguf")" -lt "$(stat -c %s "$tmp/a.gguf")" ] ||
@@ -57,6 +67,17 @@ cmp -s "$tmp/p.txt" "$tmp/rt-a.txt" || fail "PEFT -> GGUF -> PEFT text differs"
 "$merge" -m "$model" -a "$fx/peft-a" -a "$fx/peft-b:-0.6" --cat --format gguf -o "$tmp/cat.gguf"
 greedy -m "$model" --lora "$tmp/cat.gguf" > "$tmp/cat.txt"
 cmp -s "$tmp/cat.txt" "$tmp/rt.txt" || fail "--cat adapter differs from the stacked ones"
+
+# llm-perplexity --lora = the merged model's perplexity, not the base's
+ppl() { "$LLMKIT_BIN/tools/llm-perplexity" -f "$LLMKIT_DATA/text/tinystories-val.txt" \
+	--chunks 3 -c 96 --kv-type f32 -t 2 --json "$@" | sed 's/.*"perplexity":\([^,]*\),.*/\1/'; }
+p_rt=$(ppl -m "$model" --lora "$fx/peft-a" --lora "$fx/peft-b:-0.6")
+p_m=$(ppl -m "$tmp/m.gguf")
+p_b=$(ppl -m "$model")
+awk -v a="$p_rt" -v b="$p_m" -v c="$p_b" 'BEGIN {
+	d = a - b; if (d < 0) d = -d; e = a - c; if (e < 0) e = -e
+	exit !(d <= 1e-5 * b && e > 0.1 * c) }' ||
+	fail "perplexity: --lora $p_rt, merged $p_m, base $p_b"
 
 # errors: one line naming the culprit, status 1, nothing written
 expect_error() {   # status pattern command...

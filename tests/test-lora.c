@@ -290,56 +290,68 @@ END_TEST
 
 /* ---------------------------------------------------------------- runtime */
 
-/* A heterogeneous batch: prompt k with adapter slot k (peft-a, peft-b at
- * 0.5, none), tokens interleaved and in runs, one and two threads: each
- * sequence's logits equal its own run alone. */
+/* A heterogeneous batch: every prompt with its own adapter slot (peft-a,
+ * peft-b at 0.5, none), tokens in one run per prompt or interleaved as
+ * decode steps (a slot's tokens then scatter: one segment over a list of
+ * rows), two prompts sharing a slot, and a stacked adapter on every token
+ * beside the slots; one and two threads: each sequence's logits equal
+ * its own run alone with the same adapters. */
 START_TEST(heterogeneous_batch)
 {
 	struct llm_lora *a = load(fx("peft-a")), *b = load(fx("peft-b"));
-	struct llm_lora *as[3] = { a, b, NULL };
-	float ws[3] = { 1, 0.5f, 0 };
-	float *want[3];
+	enum { NONE, A, B, AB, NW };
+	struct llm_lora *cfg_as[NW][2] = { { 0 }, { a }, { b }, { a, b } };
+	float cfg_ws[NW][2] = { { 0 }, { 1 }, { 0.5f }, { 1, 0.5f } };
+	int cfg_n[NW] = { 0, 1, 1, 2 };
+	/* per layout: the slot of each prompt (-1: none), whether tokens
+	 * interleave, whether b at 0.5 is stacked on every token, and the
+	 * expected configuration of each prompt */
+	static const struct {
+		int slot[3];
+		bool inter, global_b;
+		int want[3];
+	} lay[] = {
+		{ { 0, 1, -1 }, false, false, { A, B, NONE } },
+		{ { 0, 1, -1 }, true, false, { A, B, NONE } },
+		{ { 0, 1, 0 }, true, false, { A, B, A } },
+		{ { 0, -1, 0 }, true, true, { AB, B, AB } },
+	};
+	float *want[NW];
 	int off[MAXP] = { 0 };
 
 	ck_assert_int_ge(n_prompts, 3);
-	for (int k = 0; k < 3; k++)
-		want[k] = run_alone(model, &as[k], &ws[k], as[k] ? 1 : 0);
+	for (int k = 0; k < NW; k++)
+		want[k] = run_alone(model, cfg_as[k], cfg_ws[k], cfg_n[k]);
 	for (int k = 1; k < n_prompts; k++)
 		off[k] = off[k - 1] + plen[k - 1];
 
 	for (int threads = 1; threads <= 2; threads++)
-		for (int layout = 0; layout < 2; layout++) {
+		for (size_t L = 0; L < sizeof(lay) / sizeof(lay[0]); L++) {
 			struct llm_ctx *c = new_ctx(threads);
 			struct llm_batch bt;
 			int seq[3], at[3][64];
 			ck_assert_int_eq(llm_ctx_set_adapter(c, 0, a, 1), 0);
 			ck_assert_int_eq(llm_ctx_set_adapter(c, 1, b, 0.5f), 0);
+			if (lay[L].global_b)
+				ck_assert_int_eq(llm_ctx_add_lora(c, b, 0.5f), 0);
 			for (int k = 0; k < 3; k++)
 				seq[k] = llm_kv_seq_new(llm_ctx_kv(c));
 			llm_batch_init(&bt, 128);
-			if (layout == 0) {          /* one run per prompt */
-				for (int k = 0; k < 3; k++)
-					for (int i = 0; i < plen[k]; i++) {
-						at[k][i] = bt.n;
-						llm_batch_add(&bt, prompts[k][i], i, seq[k], true);
-						bt.adapter[bt.n - 1] = as[k] ? k : -1;
-					}
-			} else {                    /* interleaved, as decode steps */
-				for (int i = 0; i < 64; i++)
-					for (int k = 0; k < 3; k++)
-						if (i < plen[k]) {
-							at[k][i] = bt.n;
-							llm_batch_add(&bt, prompts[k][i], i, seq[k], true);
-							bt.adapter[bt.n - 1] = as[k] ? k : -1;
-						}
+			for (int i = 0; i < 64 * 3; i++) {
+				int k = lay[L].inter ? i % 3 : i / 64, p = lay[L].inter ? i / 3 : i % 64;
+				if (p >= plen[k])
+					continue;
+				at[k][p] = bt.n;
+				llm_batch_add(&bt, prompts[k][p], p, seq[k], true);
+				bt.adapter[bt.n - 1] = lay[L].slot[k];
 			}
 			ck_assert_msg(llm_decode(c, &bt) == 0, "%s", llm_errmsg());
 			for (int k = 0; k < 3; k++)
 				for (int i = 0; i < plen[k]; i++) {
-					double d = maxdiff(llm_ctx_logits(c, at[k][i]),
-					                   want[k] + (int64_t)(off[k] + i) * NV, NV);
-					ck_assert_msg(d < 1e-4, "threads %d layout %d prompt %d pos "
-					              "%d: %g", threads, layout, k, i, d);
+					const float *w = want[lay[L].want[k]] + (int64_t)(off[k] + i) * NV;
+					double d = maxdiff(llm_ctx_logits(c, at[k][i]), w, NV);
+					ck_assert_msg(d < 1e-4, "threads %d layout %zu prompt %d pos "
+					              "%d: %g", threads, L, k, i, d);
 				}
 			/* an empty slot is refused */
 			llm_batch_clear(&bt);
@@ -349,7 +361,7 @@ START_TEST(heterogeneous_batch)
 			llm_batch_free(&bt);
 			llm_ctx_free(c);
 		}
-	for (int k = 0; k < 3; k++)
+	for (int k = 0; k < NW; k++)
 		free(want[k]);
 	llm_lora_free(a);
 	llm_lora_free(b);
@@ -424,12 +436,12 @@ START_TEST(lora_seg_kernel)
 		for (int i = 0; i < r * NO; i++)
 			ab[k][1][i] = RND();
 		segs[ns++] = (struct llm_lora_seg){ t0, len[k], ab[k][0], ab[k][1], r,
-		                                    0.5f + k };
+		                                    0.5f + k, NULL };
 		t0 += len[k] + (k == 2);      /* a gap: row 8 has no adapter */
 	}
 	/* overlapping: one over all rows (as a stacked adapter) and one more */
-	segs[ns++] = (struct llm_lora_seg){ 0, N, ab[3][0], ab[3][1], 4, -1.5f };
-	segs[ns++] = (struct llm_lora_seg){ 5, 50, ab[1][0], ab[1][1], 2, 2.0f };
+	segs[ns++] = (struct llm_lora_seg){ 0, N, ab[3][0], ab[3][1], 4, -1.5f, NULL };
+	segs[ns++] = (struct llm_lora_seg){ 5, 50, ab[1][0], ab[1][1], 2, 2.0f, NULL };
 	ck_assert_int_le(t0, N);
 
 	for (int threads = 1; threads <= 2; threads++) {
@@ -452,6 +464,31 @@ START_TEST(lora_seg_kernel)
 				}
 		}
 		be->ops->lora_seg(be, x, y, NI, NO, segs, ns);
+		/* a second call: two segments over scattered rows (gathered
+		 * through BLAS, and row by row) beside a contiguous one */
+		static const int32_t r1[] = { 150, 3, 77, 9, 100, 155, 158 }, r2[] = { 4, 60 };
+		struct llm_lora_seg s2[3] = {
+			{ 0, 7, ab[4][0], ab[4][1], 5, 0.75f, r1 },
+			{ 20, 10, ab[2][0], ab[2][1], 3, -2.0f, NULL },
+			{ 0, 2, ab[8][0], ab[8][1], 9, 1.25f, r2 },
+		};
+		for (int k = 0; k < 3; k++) {
+			const struct llm_lora_seg *g = &s2[k];
+			for (int ti = 0; ti < g->n; ti++) {
+				int t = g->rows ? g->rows[ti] : g->t0 + ti;
+				for (int o = 0; o < NO; o++) {
+					double acc = 0;
+					for (int j = 0; j < g->rank; j++) {
+						double xa = 0;
+						for (int i = 0; i < NI; i++)
+							xa += (double)x[t * NI + i] * g->a[j * NI + i];
+						acc += xa * g->b[o * g->rank + j];
+					}
+					ref[t * NO + o] += g->scale * acc;
+				}
+			}
+		}
+		be->ops->lora_seg(be, x, y, NI, NO, s2, 3);
 		double d = 0;
 		for (int i = 0; i < N * NO; i++)
 			d = fmax(d, fabs(y[i] - ref[i]));
@@ -528,6 +565,9 @@ static void write_pair(const char *dir, int il, int64_t a0, int64_t a1,
 	         "base_model.model.model.layers.%d.self_attn.q_proj.lora_B.weight", il);
 	if (with_b)
 		ck_assert_int_eq(llm_safetensors_add(w, name, LLM_F32, 2, sb, z), 0);
+	if (il == 1)     /* an adapter on a module we do not adapt */
+		ck_assert_int_eq(llm_safetensors_add(w, "base_model.model.lm_head.lora_A."
+		                                     "weight", LLM_F32, 2, sa, z), 0);
 	snprintf(path, sizeof(path), "%s/adapter_model.safetensors", dir);
 	ck_assert_int_eq(llm_safetensors_write_file(w, path), 0);
 	snprintf(path, sizeof(path), "%s/adapter_config.json", dir);
@@ -578,6 +618,8 @@ START_TEST(bad_adapters_refused)
 	assert_refused(tmp("shape2"), "adapter_model.safetensors", "do not fit");
 	write_pair(tmp("layer"), 9, 4, 64, 64, 4, true);
 	assert_refused(tmp("layer"), "adapter_model.safetensors", "layer 9");
+	write_pair(tmp("extra"), 1, 4, 64, 64, 4, true);
+	assert_refused(tmp("extra"), "adapter_model.safetensors", "lm_head.lora_A");
 	write_pair(tmp("half"), 0, 4, 64, 64, 4, false);
 	assert_refused(tmp("half"), "adapter_model.safetensors", "lora_B");
 
@@ -588,6 +630,31 @@ START_TEST(bad_adapters_refused)
 	llm_lora_free(a);
 	copy_file(tmp("ok.gguf"), tmp("cut.gguf"), 700);
 	assert_refused(tmp("cut.gguf"), "cut.gguf", NULL);
+
+	/* GGUF adapters: a layer the model lacks, the wrong architecture,
+	 * shapes that do not fit */
+	static const struct { const char *arch, *name; int64_t ne_a[2], ne_b[2];
+	                      const char *what; } gg[] = {
+		{ "llama", "blk.9.attn_q.weight", { 64, 4 }, { 4, 64 }, "blk.9.attn_q" },
+		{ "qwen2", "blk.0.attn_q.weight", { 64, 4 }, { 4, 64 }, "qwen2" },
+		{ "llama", "blk.0.attn_k.weight", { 64, 4 }, { 4, 64 }, "do not fit" },
+	};
+	float zero[64 * 4] = { 0 };
+	for (size_t k = 0; k < sizeof(gg) / sizeof(gg[0]); k++) {
+		struct llm_gguf_writer *w = llm_gguf_writer_new();
+		char name[128];
+		ck_assert_int_eq(llm_gguf_set_str(w, "general.architecture", gg[k].arch), 0);
+		ck_assert_int_eq(llm_gguf_set_str(w, "general.type", "adapter"), 0);
+		ck_assert_int_eq(llm_gguf_set_str(w, "adapter.type", "lora"), 0);
+		ck_assert_int_eq(llm_gguf_set_f32(w, "adapter.lora.alpha", 8), 0);
+		snprintf(name, sizeof(name), "%s.lora_a", gg[k].name);
+		ck_assert_int_eq(llm_gguf_add_tensor(w, name, LLM_F32, 2, gg[k].ne_a, zero), 0);
+		snprintf(name, sizeof(name), "%s.lora_b", gg[k].name);
+		ck_assert_int_eq(llm_gguf_add_tensor(w, name, LLM_F32, 2, gg[k].ne_b, zero), 0);
+		ck_assert_int_eq(llm_gguf_write_file(w, tmp("bad.gguf")), 0);
+		llm_gguf_writer_free(w);
+		assert_refused(tmp("bad.gguf"), "bad.gguf", gg[k].what);
+	}
 	(void)st;
 }
 END_TEST

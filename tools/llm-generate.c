@@ -894,6 +894,14 @@ static int kv_blocks_needed(const struct options *o, struct item *items, int n,
 	return most > INT32_MAX / 2 ? INT32_MAX / 2 : (int)most;
 }
 
+static void free_lora(struct options *o, struct llm_lora **lora)
+{
+	for (int i = 0; i < o->n_lora; i++) {
+		llm_lora_free(lora[i]);
+		free(o->lora[i]);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	struct options o;
@@ -1017,10 +1025,7 @@ int main(int argc, char **argv)
 		item_free(&items[i]);
 	free(items);
 	llm_ctx_free(s.ctx);
-	for (int i = 0; i < o.n_lora; i++) {
-		llm_lora_free(lora[i]);
-		free(o.lora[i]);
-	}
+	free_lora(&o, lora);
 	llm_tokenizer_free(s.tok);
 	llm_model_free(s.m);
 	for (int i = 0; i < o.gp.n_stop; i++)
@@ -1029,5 +1034,7 @@ int main(int argc, char **argv)
 fail:
 	fflush(stdout);
 	llm_cli_report(prog);
+	llm_ctx_free(s.ctx);
+	free_lora(&o, lora);
 	return llm_cli_finish(prog, 1);
 }

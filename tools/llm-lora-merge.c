@@ -62,7 +62,8 @@ static int writable_types(int *out)
 	int n = 0;
 	for (int t = 0; t < LLM_DTYPE_COUNT; t++) {
 		const struct llm_dtype_traits *tr = llm_dtype_traits(t);
-		if (tr && tr->name && tr->from_float &&
+		/* q8_1 and q8_k hold activations, never weights */
+		if (tr && tr->name && tr->from_float && t != LLM_Q8_1 && t != LLM_Q8_K &&
 		    (t == LLM_F32 || t == LLM_F16 || t == LLM_BF16 || tr->quantized))
 			out[n++] = t;
 	}

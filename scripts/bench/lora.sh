@@ -7,8 +7,10 @@
 #      one adapter applied at run time (llm_ctx_add_lora, what
 #      llm-generate --lora does), and the model with it merged;
 #   2. a heterogeneous batch: SEQS sequences with SEQS distinct adapters
-#      (one adapter slot each, grouped into per-adapter segments in every
-#      forward pass) against the same SEQS sequences with none.
+#      (one adapter slot each) against the same SEQS sequences with none;
+#      and SEQS sequences sharing 4 adapters round robin (each adapter's
+#      tokens scatter through the batch; they are grouped into one segment
+#      per adapter in every forward pass).
 #
 # Printed as tokens/s and ratios to the adapter-free runs, all from one run
 # of tests/lora-bench (configurations alternate within each of ROUNDS
@@ -37,7 +39,7 @@ echo "load after:  $(cut -d' ' -f1-3 /proc/loadavg)"
 v() { awk -v k="$1" '$1 == k { print $2 }' "$dir/lora.txt"; }
 echo
 printf '%-34s %12s %12s\n' "configuration" "prefill t/s" "decode t/s"
-for c in single_none single_lora single_merged batch_none batch_lora; do
+for c in single_none single_lora single_merged batch_none batch_lora batch_lora4; do
 	printf '%-34s %12s %12s\n' "$c" "$(v ${c}_prefill_tok_s)" "$(v ${c}_decode_tok_s)"
 done
 echo
@@ -48,4 +50,6 @@ printf '%-34s %12s %12s\n' "merged / none" \
 	"$(v ratio_prefill_merged_vs_none)" "$(v ratio_decode_merged_vs_none)"
 printf '%-34s %12s %12s\n' "$(v seqs) seqs, $(v seqs) adapters / none" \
 	"$(v ratio_prefill_batch16_lora_vs_none)" "$(v ratio_decode_batch16_lora_vs_none)"
+printf '%-34s %12s %12s\n' "$(v seqs) seqs, 4 shared adapters / none" \
+	"$(v ratio_prefill_batch16_lora4_vs_none)" "$(v ratio_decode_batch16_lora4_vs_none)"
 echo "(rank $(v rank), $(v threads) threads, prompt $(v prompt), $(v gen) decode steps, best of $(v rounds) rounds)"

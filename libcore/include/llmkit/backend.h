@@ -47,9 +47,12 @@ struct llm_attn_batch {
 
 /*
  * LoRA deltas over a segment of token rows that share an adapter (the SGMV
- * idea): for t in [t0, t0 + n),  y[t] += scale * b (a x[t]),  with a the
- * rank x n_in down-projection and b the n_out x rank up-projection, both
- * row-major f32 as PEFT stores lora_A / lora_B.
+ * idea): for each row t of the segment,  y[t] += scale * b (a x[t]),  with
+ * a the rank x n_in down-projection and b the n_out x rank up-projection,
+ * both row-major f32 as PEFT stores lora_A / lora_B.  The rows are
+ * t0 .. t0 + n - 1, or with a rows list the n rows it names (the tokens of
+ * one adapter scattered through a batch: the kernel gathers them, so the
+ * adapter's matrices are read once for all of them).
  */
 struct llm_lora_seg {
 	int t0, n;
@@ -57,6 +60,7 @@ struct llm_lora_seg {
 	const float *b;       /* (n_out x rank) */
 	int rank;
 	float scale;
+	const int32_t *rows;  /* (n) or NULL: rows t0 .. t0 + n - 1 */
 };
 
 /*
@@ -127,7 +131,9 @@ struct llm_backend_ops {
 	 * depend on the number of threads or on timing, so a training run is
 	 * reproducible bit for bit (checkpoint/resume relies on it). */
 
-	/* y (n x n_out) += the LoRA deltas of each segment (see above). */
+	/* y (n x n_out) += the LoRA deltas of each segment (see above), in the
+	 * order given where rows overlap.  Only segments without a rows list
+	 * may share rows with another segment of the same call. */
 	void (*lora_seg)(struct llm_backend *be, const float *x, float *y,
 	                 int n_in, int n_out, const struct llm_lora_seg *segs,
 	                 int n_segs);

@@ -84,9 +84,12 @@ int llm_decode(struct llm_ctx *ctx, const struct llm_batch *b);
 
 /*
  * LoRA adapters (lora.h), applied at run time without merging: the delta
- * scale * (x A^T) B^T of each adapted projection is added per contiguous
- * segment of batch tokens that share an adapter (a backend op).  The ctx
- * keeps pointers: an adapter must outlive its use.
+ * scale * (x A^T) B^T of each adapted projection is added per segment of
+ * batch tokens that share an adapter (a backend op, lora_seg): tokens are
+ * grouped by adapter slot, so an adapter's matrices are read once per
+ * forward pass however its tokens interleave with others'.  Adapters are
+ * checked against the model when attached.  The ctx keeps pointers: an
+ * adapter must outlive its use.
  *
  * llm_ctx_add_lora: applied to every token of every batch; adapters added
  * one after another stack (their deltas add up).  llm_ctx_set_adapter: slot
