@@ -541,6 +541,7 @@ static const struct llm_backend_ops cpu_ops = {
 	.synchronize = cpu_synchronize,
 	.lora_seg = llm_cpu_lora_seg,
 	.gemm = llm_cpu_gemm,
+	.matmul_train = llm_cpu_matmul_train,
 	.matmul_bwd = llm_cpu_matmul_bwd,
 	.rmsnorm_bwd = llm_cpu_rmsnorm_bwd,
 	.rope_bwd = llm_cpu_rope_bwd,

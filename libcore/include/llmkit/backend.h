@@ -158,6 +158,12 @@ struct llm_backend_ops {
 	             enum llm_gemm_op tb, int m, int n, int k, float alpha,
 	             const float *a, int lda, const float *b, int ldb, float beta,
 	             float *c, int ldc);
+	/* y (n x w->ne[1]) = x . w^T like matmul, but for training: the pieces
+	 * depend only on the sizes, so the bits do not depend on the thread
+	 * count (matmul sizes its pieces by the threads); non-f32 weights are
+	 * dequantized a tile of rows at a time and multiplied in f32. */
+	void (*matmul_train)(struct llm_backend *be, const struct llm_tensor *w,
+	                     const float *x, float *y, int n);
 	/* Backward of matmul for the input: dx (n x w->ne[0]) = beta dx +
 	 * dy (n x w->ne[1]) . w, for every dtype matmul takes (non-f32 weights
 	 * are converted a block of rows at a time). */
