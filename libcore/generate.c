@@ -149,6 +149,187 @@ static size_t stop_hold(const struct llm_gen_params *p, const char *s, size_t n)
 	return hold;
 }
 
+/* ---------------------------------------------------------------- state */
+
+/* The limit on new tokens: max_tokens, or the room the context leaves. */
+static void gen_limit(const struct llm_gen_params *p, int n_prompt, int n_ctx,
+                      int *max_new, bool *by_ctx)
+{
+	int room = n_ctx - n_prompt;
+	*by_ctx = p->max_tokens < 0 || p->max_tokens > room;
+	*max_new = *by_ctx ? room : p->max_tokens;
+}
+
+int llm_gen_state_init(struct llm_gen_state *s, const struct llm_tokenizer *tok,
+                       const struct llm_gen_params *p, int n_vocab,
+                       const int32_t *prompt, int n_prompt, bool text_start,
+                       int n_ctx)
+{
+	int rc;
+
+	memset(s, 0, sizeof(*s));
+	s->tok = tok;
+	s->p = p;
+	s->n_vocab = n_vocab;
+	if (p->top_logprobs < 0 || p->top_logprobs > 20)
+		return llm_error(LLM_EINVAL, "top_logprobs %d (0 to 20)", p->top_logprobs);
+	if ((rc = llm_sampler_new(&s->smp, &p->sampling, n_vocab)))
+		return rc;
+	for (int j = 0; j < n_prompt; j++)
+		llm_sampler_accept(s->smp, prompt[j]);
+	llm_detok_init(&s->dt, tok, text_start, false);
+	gen_limit(p, n_prompt, n_ctx, &s->max_new, &s->limited_by_ctx);
+	s->text = malloc(1);
+	if (!s->text) {
+		llm_gen_state_free(s);
+		return llm_error(LLM_ENOMEM, "out of memory");
+	}
+	s->text[0] = 0;
+	s->text_cap = 1;
+	if (s->max_new <= 0) {
+		/* nothing to generate: the prompt is only evaluated */
+		s->dt.at_start = false;
+		return llm_gen_state_finish(s, s->limited_by_ctx ? LLM_FINISH_CONTEXT
+		                                                 : LLM_FINISH_LENGTH);
+	}
+	return 0;
+}
+
+void llm_gen_state_free(struct llm_gen_state *s)
+{
+	llm_sampler_free(s->smp);
+	free(s->tokens);
+	free(s->text);
+	free(s->token_logprob);
+	free(s->top_ids);
+	free(s->top_lps);
+	memset(s, 0, sizeof(*s));
+}
+
+static int state_text_add(struct llm_gen_state *s, const char *p, size_t n)
+{
+	if (s->text_len + n + 1 > s->text_cap) {
+		size_t nc = s->text_cap < 256 ? 256 : s->text_cap * 2;
+		while (nc < s->text_len + n + 1)
+			nc *= 2;
+		char *t = realloc(s->text, nc);
+		if (!t)
+			return llm_error(LLM_ENOMEM, "out of memory");
+		s->text = t;
+		s->text_cap = nc;
+	}
+	memcpy(s->text + s->text_len, p, n);
+	s->text_len += n;
+	s->text[s->text_len] = 0;
+	return 0;
+}
+
+/* Room for one more generated token and its log-probs. */
+static int state_grow(struct llm_gen_state *s)
+{
+	if (s->n_tokens < s->cap_tokens)
+		return 0;
+	int nc = s->cap_tokens ? s->cap_tokens * 2 : 64, k = s->p->top_logprobs;
+	int32_t *t = realloc(s->tokens, nc * sizeof(*t));
+	if (!t)
+		return llm_error(LLM_ENOMEM, "out of memory");
+	s->tokens = t;
+	if (s->p->logprobs) {
+		float *l = realloc(s->token_logprob, nc * sizeof(*l));
+		if (!l)
+			return llm_error(LLM_ENOMEM, "out of memory");
+		s->token_logprob = l;
+		if (k > 0) {
+			int32_t *ti = realloc(s->top_ids, (size_t)nc * k * sizeof(*ti));
+			if (ti)
+				s->top_ids = ti;
+			float *tl = realloc(s->top_lps, (size_t)nc * k * sizeof(*tl));
+			if (tl)
+				s->top_lps = tl;
+			if (!ti || !tl)
+				return llm_error(LLM_ENOMEM, "out of memory");
+		}
+	}
+	s->cap_tokens = nc;
+	return 0;
+}
+
+int llm_gen_state_finish(struct llm_gen_state *s, enum llm_finish why)
+{
+	char piece[64];
+	int rc;
+
+	LLM_ASSERT(why != LLM_FINISH_NONE);
+	if (s->finish != LLM_FINISH_NONE)
+		return 0;
+	/* anything held back as an incomplete character */
+	size_t k = llm_detok_flush(&s->dt, piece, sizeof(piece));
+	if (k && why != LLM_FINISH_STOP && (rc = state_text_add(s, piece, k)))
+		return rc;
+	if (why != LLM_FINISH_STOP) {
+		int64_t at = find_stop(s->p, s->text, s->text_len, 0);
+		if (at >= 0) {
+			s->text_len = (size_t)at;
+			why = LLM_FINISH_STOP;
+		}
+	}
+	s->text[s->text_len] = 0;
+	s->final_len = s->text_len;
+	s->finish = why;
+	return 0;
+}
+
+int llm_gen_state_step(struct llm_gen_state *s, const float *logits)
+{
+	const struct llm_gen_params *p = s->p;
+	char piece[1024];
+	int rc;
+
+	LLM_ASSERT(s->finish == LLM_FINISH_NONE);
+	int32_t t = llm_sampler_sample(s->smp, logits);
+	if (!p->ignore_eos && llm_token_is_eog(s->tok, t))
+		return llm_gen_state_finish(s, LLM_FINISH_EOS);
+	if ((rc = state_grow(s)))
+		return rc;
+	if (p->logprobs) {
+		double lp = llm_logprob(logits, s->n_vocab, t);
+		s->logprob += lp;
+		s->token_logprob[s->n_tokens] = (float)lp;
+		int k = p->top_logprobs < s->n_vocab ? p->top_logprobs : s->n_vocab;
+		if (k > 0)
+			llm_top_logprobs(logits, s->n_vocab, k,
+			                 s->top_ids + (size_t)s->n_tokens * p->top_logprobs,
+			                 s->top_lps + (size_t)s->n_tokens * p->top_logprobs);
+	}
+	s->tokens[s->n_tokens++] = t;
+	llm_sampler_accept(s->smp, t);
+
+	size_t before = s->text_len;
+	size_t k = llm_detok_push(&s->dt, t, piece, sizeof(piece));
+	if (k && (rc = state_text_add(s, piece, k)))
+		return rc;
+	if (p->n_stop && s->text_len > before) {
+		int64_t at = find_stop(p, s->text, s->text_len, before);
+		if (at >= 0) {
+			s->text_len = (size_t)at;
+			return llm_gen_state_finish(s, LLM_FINISH_STOP);
+		}
+	}
+	if (s->n_tokens >= s->max_new)
+		return llm_gen_state_finish(s, s->limited_by_ctx ? LLM_FINISH_CONTEXT
+		                                                 : LLM_FINISH_LENGTH);
+	s->final_len = s->text_len - stop_hold(p, s->text, s->text_len);
+	return 0;
+}
+
+size_t llm_gen_state_take(struct llm_gen_state *s, const char **text)
+{
+	size_t n = s->final_len > s->emitted ? s->final_len - s->emitted : 0;
+	*text = s->text + s->emitted;
+	s->emitted += n;
+	return n;
+}
+
 /* ---------------------------------------------------------------- runs */
 
 struct beam {
@@ -172,12 +353,9 @@ struct run {
 	bool limited_by_ctx;
 
 	/* sampling */
+	bool sampled;
 	int seq;
-	struct llm_sampler *smp;
-	struct llm_detok dt;
-	struct toks out;
-	struct text text;
-	size_t emitted;
+	struct llm_gen_state st;
 	int batch_row;           /* this step's row in the batch */
 
 	/* beam search */
@@ -200,82 +378,43 @@ struct gen {
 	char piece[1024];
 };
 
-static int emit(struct gen *g, struct run *u, size_t upto)
-{
-	if (!g->cb || upto <= u->emitted)
-		return 0;
-	int rc = g->cb(g->user, u->index, u->text.s + u->emitted, upto - u->emitted);
-	u->emitted = upto;
-	return rc ? llm_error(LLM_ECANCELED, "generation canceled") : 0;
-}
-
-static int finish_sampled(struct gen *g, struct run *u, enum llm_finish why)
+/* Hand newly final text to the callback; once finished, the results to
+ * the request. */
+static int sampled_emit(struct gen *g, struct run *u)
 {
 	struct llm_gen_request *r = u->r;
-	int rc;
+	struct llm_gen_state *s = &u->st;
+	const char *piece;
+	size_t n = llm_gen_state_take(s, &piece);
 
-	/* anything held back as an incomplete character */
-	size_t k = llm_detok_flush(&u->dt, g->piece, sizeof(g->piece));
-	if (k && why != LLM_FINISH_STOP && (rc = text_add(&u->text, g->piece, k)))
-		return rc;
-	if (why != LLM_FINISH_STOP) {
-		int64_t at = find_stop(&r->params, u->text.s, u->text.n, 0);
-		if (at >= 0) {
-			u->text.n = (size_t)at;
-			why = LLM_FINISH_STOP;
-		}
-	}
-	if (u->text.s)
-		u->text.s[u->text.n] = 0;
-	if ((rc = emit(g, u, u->text.n)))
-		return rc;
-	r->tokens = u->out.v;
-	r->n_tokens = u->out.n;
-	u->out.v = NULL;
-	r->text = u->text.s ? u->text.s : strdup("");
-	r->text_len = u->text.n;
-	u->text.s = NULL;
-	r->finish = why;
+	if (n && g->cb && g->cb(g->user, u->index, piece, n))
+		return llm_error(LLM_ECANCELED, "generation canceled");
+	if (s->finish == LLM_FINISH_NONE)
+		return 0;
+	r->tokens = s->tokens;
+	r->n_tokens = s->n_tokens;
+	s->tokens = NULL;
+	r->text = s->text;
+	r->text_len = s->text_len;
+	s->text = NULL;
+	r->logprob = s->logprob;
+	r->finish = s->finish;
 	r->t_done = llm_time_now() - g->t0;
 	u->done = true;
 	llm_kv_seq_free(g->kv, u->seq);
 	u->seq = -1;
-	return r->text ? 0 : llm_error(LLM_ENOMEM, "out of memory");
+	return 0;
 }
 
 /* A sampled request takes its next token from logits. */
 static int step_sampled(struct gen *g, struct run *u, const float *logits)
 {
-	struct llm_gen_request *r = u->r;
-	const struct llm_gen_params *p = &r->params;
-	int32_t t = llm_sampler_sample(u->smp, logits);
 	int rc;
-
-	if (u->out.n == 0)
-		r->t_first_token = llm_time_now() - g->t0;
-	if (!p->ignore_eos && llm_token_is_eog(g->tok, t))
-		return finish_sampled(g, u, LLM_FINISH_EOS);
-	if (p->logprobs)
-		r->logprob += llm_logprob(logits, g->n_vocab, t);
-	if ((rc = toks_push(&u->out, t)))
+	if (u->st.n_tokens == 0)
+		u->r->t_first_token = llm_time_now() - g->t0;
+	if ((rc = llm_gen_state_step(&u->st, logits)))
 		return rc;
-	llm_sampler_accept(u->smp, t);
-
-	size_t before = u->text.n;
-	size_t k = llm_detok_push(&u->dt, t, g->piece, sizeof(g->piece));
-	if (k && (rc = text_add(&u->text, g->piece, k)))
-		return rc;
-	if (p->n_stop && u->text.n > before) {
-		int64_t at = find_stop(p, u->text.s, u->text.n, before);
-		if (at >= 0) {
-			u->text.n = (size_t)at;
-			return finish_sampled(g, u, LLM_FINISH_STOP);
-		}
-	}
-	if (u->out.n >= u->max_new)
-		return finish_sampled(g, u, u->limited_by_ctx ? LLM_FINISH_CONTEXT
-		                                              : LLM_FINISH_LENGTH);
-	return emit(g, u, u->text.n - stop_hold(p, u->text.s, u->text.n));
+	return sampled_emit(g, u);
 }
 
 /* ---------------------------------------------------------------- beams */
@@ -546,9 +685,7 @@ static void run_free(struct gen *g, struct run *u)
 	free(u->beams);
 	free(u->hyps);
 	free(u->rows);
-	free(u->out.v);
-	free(u->text.s);
-	llm_sampler_free(u->smp);
+	llm_gen_state_free(&u->st);
 }
 
 static int check_requests(struct gen *g, struct llm_gen_request *reqs, int n,
@@ -652,11 +789,11 @@ int llm_generate(struct llm_ctx *ctx, const struct llm_tokenizer *tok,
 				goto out;
 			}
 		} else {
-			if ((rc = llm_sampler_new(&u->smp, &p->sampling, g.n_vocab)))
+			u->sampled = true;
+			if ((rc = llm_gen_state_init(&u->st, tok, p, g.n_vocab,
+			                             reqs[i].prompt, reqs[i].n_prompt,
+			                             reqs[i].text_start, llm_ctx_n_ctx(ctx))))
 				goto out;
-			for (int j = 0; j < reqs[i].n_prompt; j++)
-				llm_sampler_accept(u->smp, reqs[i].prompt[j]);
-			llm_detok_init(&u->dt, tok, reqs[i].text_start, false);
 		}
 	}
 	int cap = (int)(total_prompt > live_seqs ? total_prompt : live_seqs);
@@ -686,14 +823,24 @@ int llm_generate(struct llm_ctx *ctx, const struct llm_tokenizer *tok,
 		const float *l = llm_ctx_logits(ctx, row - 1);
 		if (u->max_new == 0) {
 			/* nothing to generate: the prompt was only evaluated */
-			if (!u->smp)
-				llm_detok_init(&u->dt, tok, false, false);
-			if ((rc = finish_sampled(&g, u, u->limited_by_ctx ? LLM_FINISH_CONTEXT
-			                                                  : LLM_FINISH_LENGTH)))
+			if (!u->sampled) {
+				reqs[i].text = strdup("");
+				reqs[i].finish = u->limited_by_ctx ? LLM_FINISH_CONTEXT
+				                                   : LLM_FINISH_LENGTH;
+				reqs[i].t_done = llm_time_now() - g.t0;
+				u->done = true;
+				llm_kv_seq_free(g.kv, u->seq);
+				u->seq = -1;
+				if (!reqs[i].text) {
+					rc = llm_error(LLM_ENOMEM, "out of memory");
+					goto out;
+				}
+			} else if ((rc = sampled_emit(&g, u))) {
 				goto out;
+			}
 			continue;
 		}
-		if (u->smp) {
+		if (u->sampled) {
 			if ((rc = step_sampled(&g, u, l)))
 				goto out;
 		} else {
@@ -714,10 +861,10 @@ int llm_generate(struct llm_ctx *ctx, const struct llm_tokenizer *tok,
 			struct run *u = &runs[i];
 			if (u->done)
 				continue;
-			if (u->smp) {
+			if (u->sampled) {
 				u->batch_row = batch.n;
-				llm_batch_add(&batch, u->out.v[u->out.n - 1],
-				              reqs[i].n_prompt + u->out.n - 1, u->seq, true);
+				llm_batch_add(&batch, u->st.tokens[u->st.n_tokens - 1],
+				              reqs[i].n_prompt + u->st.n_tokens - 1, u->seq, true);
 			} else {
 				for (int b = 0; b < u->n_beams; b++) {
 					struct beam *bm = &u->beams[b];
@@ -738,7 +885,7 @@ int llm_generate(struct llm_ctx *ctx, const struct llm_tokenizer *tok,
 			struct run *u = &runs[i];
 			if (u->done)
 				continue;
-			if (u->smp) {
+			if (u->sampled) {
 				rc = step_sampled(&g, u, llm_ctx_logits(ctx, u->batch_row));
 			} else {
 				for (int b = 0; b < u->n_beams; b++)

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "llmkit/sampler.h"
+#include "llmkit/tokenizer.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -50,6 +51,8 @@ struct llm_gen_params {
 	bool ignore_eos;
 	bool logprobs;            /* compute the log-probs sum (costs a pass over
 	                             the vocabulary per token; beams always do) */
+	int top_logprobs;         /* with logprobs: also keep the k best alternatives
+	                             of every sampled token (0..20; llm_gen_state) */
 };
 
 void llm_gen_params_default(struct llm_gen_params *p);
@@ -74,6 +77,63 @@ struct llm_gen_request {
 
 /* Release a request's outputs (not its prompt). */
 void llm_gen_request_clear(struct llm_gen_request *r);
+
+/*
+ * The state machine of one sampled request, shared by llm_generate and the
+ * serving engine (sched.h): logits in, the next token out, and the text
+ * that has become final.  It owns the request's sampler (seeded, primed
+ * with the prompt for the penalties), the streaming detokenizer (UTF-8
+ * characters are never split), stop strings (text that could still begin
+ * one is held back; a stop string found is cut off and never shown) and
+ * the limits (max_tokens, the context).  It never touches the model or the
+ * KV cache, so a request can be preempted and resumed, or moved between
+ * batches, without its text changing.
+ */
+struct llm_gen_state {
+	const struct llm_tokenizer *tok;
+	const struct llm_gen_params *p;  /* not owned; outlives the state */
+	int n_vocab;
+	struct llm_sampler *smp;
+	struct llm_detok dt;
+	int32_t *tokens;          /* generated (EOS not included) */
+	int n_tokens, cap_tokens;
+	char *text;               /* decoded text, NUL-terminated */
+	size_t text_len, text_cap;
+	size_t emitted;           /* bytes of text handed out by _take */
+	size_t final_len;         /* bytes of text that are final */
+	double logprob;           /* sum of the tokens' log-probs (p->logprobs) */
+	float *token_logprob;     /* (n_tokens) with p->logprobs */
+	int32_t *top_ids;         /* (n_tokens x top_logprobs) best first */
+	float *top_lps;
+	int max_new;              /* tokens allowed: max_tokens capped by the context */
+	bool limited_by_ctx;      /* max_new comes from the context */
+	enum llm_finish finish;   /* LLM_FINISH_NONE while running */
+};
+
+/*
+ * Start a request: prompt of n_prompt tokens (ids < n_vocab), in a context
+ * of n_ctx positions (the prompt must leave room: n_prompt < n_ctx).
+ * text_start: the prompt holds no text, the output begins it.  p must
+ * stay valid as long as the state.  A request allowed no tokens at all
+ * (max_tokens 0) is finished at once.
+ */
+int llm_gen_state_init(struct llm_gen_state *s, const struct llm_tokenizer *tok,
+                       const struct llm_gen_params *p, int n_vocab,
+                       const int32_t *prompt, int n_prompt, bool text_start,
+                       int n_ctx);
+void llm_gen_state_free(struct llm_gen_state *s);
+/*
+ * Take the next token from the logits of the last position: sample it,
+ * then end the request on end-of-generation, a stop string or a limit
+ * (s->finish is set then; the token is appended unless it is EOS).
+ */
+int llm_gen_state_step(struct llm_gen_state *s, const float *logits);
+/* End the request now (a reason other than NONE); what was held back as
+ * a possible stop string or a partial character becomes final. */
+int llm_gen_state_finish(struct llm_gen_state *s, enum llm_finish why);
+/* Text that became final since the last call: a pointer into s->text
+ * (valid until the next step) and its length, 0 when none. */
+size_t llm_gen_state_take(struct llm_gen_state *s, const char **text);
 
 /*
  * Called with each piece of newly final text of request index (complete

@@ -85,7 +85,10 @@ const int32_t *llm_kv_table(const struct llm_kvcache *kv, int seq);
 
 int llm_kv_block_size(const struct llm_kvcache *kv);
 int llm_kv_n_blocks(const struct llm_kvcache *kv);
+/* Blocks that can be allocated: free ones and cached ones nobody uses. */
 int llm_kv_n_free_blocks(const struct llm_kvcache *kv);
+/* Of those, blocks kept only by the prefix cache. */
+int llm_kv_n_cached_blocks(const struct llm_kvcache *kv);
 int llm_kv_max_pos(const struct llm_kvcache *kv);
 int llm_kv_max_seqs(const struct llm_kvcache *kv);
 int llm_kv_block_refs(const struct llm_kvcache *kv, int block);
@@ -93,6 +96,46 @@ int llm_kv_block_refs(const struct llm_kvcache *kv, int block);
  * from llm_kv_k_off / llm_kv_v_off count elements. */
 void *llm_kv_k(struct llm_kvcache *kv, int layer);
 void *llm_kv_v(struct llm_kvcache *kv, int layer);
+
+/*
+ * Prefix caching.  A full block of a sequence can be registered under a
+ * hash of its tokens chained with the hash of all tokens before it; a new
+ * sequence whose first tokens are the same then takes those blocks (their
+ * counts go up) instead of computing them again - a system prompt shared
+ * by every request costs its prefill once.  A registered block that no
+ * sequence uses any more is kept as cached (it still counts as free) and
+ * evicted, least recently released first, only when a block is needed and
+ * no truly free one is left.  Matches are exact: the hash finds a block,
+ * its stored tokens and parent hash confirm it.  Registered blocks are
+ * never written (a write after a rewind unregisters or copies the block).
+ */
+struct llm_kv_prefix_stats {
+	int64_t lookups;      /* full blocks asked for by llm_kv_prefix_attach
+	                         onto empty sequences */
+	int64_t hits;         /* blocks attached (onto any sequence) */
+	int64_t evictions;    /* cached blocks reused for other data */
+};
+
+/* Positions (a multiple of block_size) of tokens[0..n) that a sequence
+ * could take from the cache; *n_revived (may be NULL): how many of those
+ * blocks now count as free (cached, unused). */
+int llm_kv_prefix_lookup(struct llm_kvcache *kv, const int32_t *tokens, int n,
+                         int *n_revived);
+/* Give a sequence the cached blocks matching tokens[0..n) beyond what it
+ * holds: an empty one, or one holding only whole blocks that
+ * llm_kv_prefix_commit has seen (others are left as they are).  Returns
+ * the positions it now holds (its length). */
+int llm_kv_prefix_attach(struct llm_kvcache *kv, int seq, const int32_t *tokens,
+                         int n);
+/* Register the sequence's full blocks among positions [0, n), which hold
+ * tokens[0..n) (the caller's promise; n <= its length).  Blocks already
+ * registered are skipped, so calling this after every step is cheap. */
+void llm_kv_prefix_commit(struct llm_kvcache *kv, int seq, const int32_t *tokens,
+                          int n);
+/* Forget every registration; cached blocks become plain free blocks. */
+void llm_kv_prefix_clear(struct llm_kvcache *kv);
+void llm_kv_prefix_stats(const struct llm_kvcache *kv,
+                         struct llm_kv_prefix_stats *st);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,58 @@
+#!/bin/sh
+# sched.sh - the serving engine's speed targets, in-process (no HTTP), on a
+# random-weight model of stories110M's shape, THREADS threads (2), CLIENTS
+# closed-loop clients (32) sending requests one after the other for
+# MODE_SECONDS (30) per mode, lengths drawn from the ShareGPT lengths trace
+# (prompts / 64, outputs / 8, clamped to 8..128 and 4..256 tokens),
+# outputs forced to their drawn length:
+#
+#   1. continuous batching's throughput over one request at a time
+#      (one client, max batch 1, SERIAL_SECONDS (20))         target >= 6x
+#   2. continuous over static at equal max batch (32)         target >= 1.5x
+#   3. p99 time to first token, continuous below static
+#   4. engine overhead: time in the step loop outside llm_decode and
+#      sampling, over the busy step time                      target < 5%
+#
+# One run prints every mode's row and the ratios; the load before and
+# after is shown (the machine may be shared: rerun when it was busy).
+# Throughput is also given per CPU second of the process (tok/cpu_s): on
+# a machine shared with other work that is the steadier figure.
+#
+# Usage: scripts/bench/sched.sh [extra sched-bench options]
+# Environment: LLMKIT_BIN (build directory, default: the source tree),
+# LLMKIT_DATA (data directory, default ../shared/data), BENCH_DIR (where
+# the model is made or reused, default $TMPDIR/llmkit-bench), THREADS,
+# CLIENTS, MODE_SECONDS, SERIAL_SECONDS.
+set -eu
+
+src=$(cd "$(dirname "$0")/../.." && pwd)
+bin=${LLMKIT_BIN:-$src}
+data=${LLMKIT_DATA:-$src/../shared/data}
+dir=${BENCH_DIR:-${TMPDIR:-/tmp}/llmkit-bench}
+threads=${THREADS:-2}
+clients=${CLIENTS:-32}
+seconds=${MODE_SECONDS:-30}
+serial=${SERIAL_SECONDS:-20}
+
+sb="$bin/tests/sched-bench"
+convert="$bin/tools/llm-convert"
+if [ ! -x "$sb" ]; then
+	(cd "$bin" && make tests/sched-bench >/dev/null) || {
+		echo "sched.sh: $sb not built (make tests/sched-bench)" >&2; exit 1; }
+fi
+[ -x "$convert" ] || { echo "sched.sh: $convert not built" >&2; exit 1; }
+lengths="$data/traces/sharegpt-lengths.csv"
+[ -r "$lengths" ] || { echo "sched.sh: $lengths not found (set LLMKIT_DATA)" >&2; exit 1; }
+mkdir -p "$dir"
+model="$dir/stories110M-dummy-f32.gguf"
+[ -s "$model" ] || "$convert" --dummy stories110M -o "$model" >/dev/null
+
+load() {
+	awk '{ split($4, r, "/"); printf "%s (%d running)", $1, r[1] - 1 }' /proc/loadavg \
+		2>/dev/null || echo "?"
+}
+
+echo "# load before: $(load), $(nproc) CPUs"
+"$sb" -m "$model" -t "$threads" -c "$clients" -D "$seconds" -b "$clients" \
+	-s "$serial" -L "$lengths" -P serial,continuous,static "$@"
+echo "# load after: $(load)"
