@@ -33,6 +33,7 @@
 #include "llmkit/sampler.h"
 #include "llmkit/generate.h"
 #include "llmkit/sched.h"
+#include "llmkit/serve.h"
 #include "llmkit/quant.h"
 #include "llmkit/imatrix.h"
 #include "llmkit/perplexity.h"
