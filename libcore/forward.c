@@ -19,6 +19,7 @@
 #include "llmkit/error.h"
 #include "llmkit/forward.h"
 #include "llmkit/kvcache.h"
+#include "llmkit/lora.h"
 #include "llmkit/model.h"
 #include "llmkit/util.h"
 
@@ -96,6 +97,18 @@ struct llm_ctx {
 	int32_t *first_pos;    /* (n_seq_max) */
 
 	struct llm_ctx_stats stats;
+
+	/* LoRA: adapters for every token, per-slot adapters, and the tokens
+	 * of the current chunk grouped by slot: one segment per slot, a run
+	 * of consecutive tokens or a list of scattered ones (grp_rows) */
+	struct lora_ref { const struct llm_lora *a; float scale; } lora[LLM_CTX_MAX_LORA];
+	int n_lora;
+	struct lora_ref *slot;
+	int n_slot;
+	struct llm_lora_seg *segs;  /* (n_batch + LLM_CTX_MAX_LORA) */
+	struct lora_run { int t0, n, slot; const int32_t *rows; } *runs;  /* (n_batch) */
+	int32_t *grp_rows;          /* (n_batch) */
+	int n_runs;
 };
 
 void llm_ctx_params_default(struct llm_ctx_params *p)
@@ -220,8 +233,12 @@ int llm_ctx_new(struct llm_ctx **out, const struct llm_model *m,
 	c->tables = malloc(nb * sizeof(*c->tables));
 	c->next_pos = malloc(p.n_seq_max * sizeof(*c->next_pos));
 	c->first_pos = malloc(p.n_seq_max * sizeof(*c->first_pos));
+	c->segs = malloc((nb + LLM_CTX_MAX_LORA) * sizeof(*c->segs));
+	c->runs = malloc(nb * sizeof(*c->runs));
+	c->grp_rows = malloc(nb * sizeof(*c->grp_rows));
 	if (!c->x || !c->xb || !c->q || !c->k || !c->v || !c->att || !c->g || !c->u ||
-	    !c->out_x || !c->slots || !c->tables || !c->next_pos || !c->first_pos) {
+	    !c->out_x || !c->slots || !c->tables || !c->next_pos || !c->first_pos ||
+	    !c->segs || !c->runs || !c->grp_rows) {
 		rc = llm_error(LLM_ENOMEM, "out of memory for a batch of %d tokens",
 		               p.n_batch);
 		goto fail;
@@ -254,6 +271,10 @@ void llm_ctx_free(struct llm_ctx *c)
 		llm_backend_free(c->be);
 	}
 	free(c->out_row);
+	free(c->slot);
+	free(c->segs);
+	free(c->runs);
+	free(c->grp_rows);
 	free(c->slots);
 	free(c->tables);
 	free(c->next_pos);
@@ -278,6 +299,149 @@ const float *llm_ctx_logits(const struct llm_ctx *c, int i)
 	if (i < 0 || i >= c->out_cap || c->out_row[i] < 0)
 		return NULL;
 	return c->logits_host + (int64_t)c->out_row[i] * c->m->hp.n_vocab;
+}
+
+/* ---------------------------------------------------------------- LoRA */
+
+static int lora_fits(const struct llm_ctx *c, const struct llm_lora *a)
+{
+	if (a->n_layer != c->m->hp.n_layer)
+		return llm_error(LLM_EINVAL, "adapter %s has %d layers, the model %d",
+		                 a->path ? a->path : "", a->n_layer, c->m->hp.n_layer);
+	for (int il = 0; il < a->n_layer; il++)
+		for (int t = 0; t < LLM_LORA_N; t++) {
+			const struct llm_lora_mat *lm = llm_lora_mat(a, il, t);
+			const struct llm_tensor *w = llm_lora_base_weight(c->m, il, t);
+			if (lm->a && (lm->n_in != w->ne[0] || lm->n_out != w->ne[1]))
+				return llm_error(LLM_EINVAL, "adapter %s: layer %d %s is %d x %d, "
+				                 "the model's %lld x %lld", a->path ? a->path : "",
+				                 il, llm_lora_target_name(t), lm->n_out, lm->n_in,
+				                 (long long)w->ne[1], (long long)w->ne[0]);
+		}
+	return 0;
+}
+
+int llm_ctx_add_lora(struct llm_ctx *c, const struct llm_lora *a, float scale)
+{
+	int rc;
+	if (c->n_lora == LLM_CTX_MAX_LORA)
+		return llm_error(LLM_ERANGE, "at most %d stacked adapters", LLM_CTX_MAX_LORA);
+	if ((rc = lora_fits(c, a)))
+		return rc;
+	c->lora[c->n_lora++] = (struct lora_ref){ a, scale };
+	return 0;
+}
+
+void llm_ctx_clear_lora(struct llm_ctx *c)
+{
+	c->n_lora = 0;
+}
+
+int llm_ctx_set_adapter(struct llm_ctx *c, int slot, const struct llm_lora *a,
+                        float scale)
+{
+	int rc;
+	if (slot < 0 || slot > (1 << 20))
+		return llm_error(LLM_EINVAL, "adapter slot %d is out of range", slot);
+	if (a && (rc = lora_fits(c, a)))
+		return rc;
+	if (slot >= c->n_slot) {
+		struct lora_ref *s = realloc(c->slot, (slot + 1) * sizeof(*s));
+		if (!s)
+			return llm_error(LLM_ENOMEM, "out of memory");
+		memset(s + c->n_slot, 0, (slot + 1 - c->n_slot) * sizeof(*s));
+		c->slot = s;
+		c->n_slot = slot + 1;
+	}
+	c->slot[slot] = (struct lora_ref){ a, scale };
+	return 0;
+}
+
+static int run_cmp(const void *pa, const void *pb)
+{
+	const struct lora_run *a = pa, *b = pb;
+	if (a->slot != b->slot)
+		return a->slot < b->slot ? -1 : 1;
+	return a->t0 < b->t0 ? -1 : a->t0 > b->t0;
+}
+
+/*
+ * Group the tokens of a chunk by adapter slot (the SGMV idea): runs of
+ * consecutive tokens sharing a slot, sorted by slot; a slot with several
+ * runs (decode steps interleave sequences) becomes one segment over the
+ * list of its tokens, so its adapter's matrices are read once per chunk,
+ * not once per run.
+ */
+static void lora_runs(struct llm_ctx *c, const int32_t *adapter, int n)
+{
+	struct lora_run *r = c->runs;
+	int nr = 0, ng = 0, nrows = 0;
+
+	for (int i = 0; i < n; i++) {
+		int s = adapter[i];
+		if (s < 0)
+			continue;
+		if (nr && r[nr - 1].slot == s && r[nr - 1].t0 + r[nr - 1].n == i) {
+			r[nr - 1].n++;
+			continue;
+		}
+		r[nr++] = (struct lora_run){ i, 1, s, NULL };
+	}
+	if (nr > 1)
+		qsort(r, nr, sizeof(*r), run_cmp);
+	for (int i = 0; i < nr;) {
+		int j = i + 1;
+		struct lora_run g = r[i];
+		while (j < nr && r[j].slot == g.slot)
+			j++;
+		if (j - i > 1) {
+			g.rows = c->grp_rows + nrows;
+			g.t0 = r[i].t0;
+			g.n = 0;
+			for (int k = i; k < j; k++)
+				for (int t = 0; t < r[k].n; t++, g.n++)
+					c->grp_rows[nrows++] = r[k].t0 + t;
+		}
+		r[ng++] = g;      /* ng <= i: runs i .. j-1 are read already */
+		i = j;
+	}
+	c->n_runs = ng;
+}
+
+/* y (n x n_out) += the deltas of projection t of layer il for x (n x n_in):
+ * the adapters of every token (their segments overlap: one call, applied
+ * in turn), then the per-slot ones (disjoint rows: another call). */
+static void lora_apply(struct llm_ctx *c, int il, int t, const float *x, float *y,
+                       int n)
+{
+	int ns = 0, n_in = 0, n_out = 0;
+	for (int j = 0; j < c->n_lora; j++) {
+		const struct llm_lora_mat *lm = llm_lora_mat(c->lora[j].a, il, t);
+		if (!lm->a)
+			continue;
+		c->segs[ns++] = (struct llm_lora_seg){ 0, n, lm->a, lm->b, lm->rank,
+		                                       c->lora[j].scale * c->lora[j].a->scale,
+		                                       NULL };
+		n_in = lm->n_in;
+		n_out = lm->n_out;
+	}
+	if (ns)
+		c->be->ops->lora_seg(c->be, x, y, n_in, n_out, c->segs, ns);
+	ns = 0;
+	for (int r = 0; r < c->n_runs; r++) {
+		const struct lora_run *run = &c->runs[r];
+		const struct lora_ref *ref = &c->slot[run->slot];
+		const struct llm_lora_mat *lm = llm_lora_mat(ref->a, il, t);
+		if (!lm->a)
+			continue;
+		c->segs[ns++] = (struct llm_lora_seg){ run->t0, run->n, lm->a, lm->b,
+		                                       lm->rank, ref->scale * ref->a->scale,
+		                                       run->rows };
+		n_in = lm->n_in;
+		n_out = lm->n_out;
+	}
+	if (ns)
+		c->be->ops->lora_seg(c->be, x, y, n_in, n_out, c->segs, ns);
 }
 
 /* ---------------------------------------------------------------- decode */
@@ -311,6 +475,10 @@ static int check_batch(struct llm_ctx *c, const struct llm_batch *b, int *n_out)
 		c->next_pos[s]++;
 		if (b->logits[i])
 			(*n_out)++;
+		if (b->adapter[i] >= 0 &&
+		    (b->adapter[i] >= c->n_slot || !c->slot[b->adapter[i]].a))
+			return llm_error(LLM_EINVAL, "batch token %d: adapter slot %d holds "
+			                 "no adapter", i, b->adapter[i]);
 	}
 	return 0;
 }
@@ -349,11 +517,17 @@ static void layer_forward(struct llm_ctx *c, int il, const struct chunk *ch)
 	int kv_dim = hp->n_head_kv * hp->head_dim;
 	int q_dim = hp->n_head * hp->head_dim;
 	const int32_t *pos = ch->b->pos + ch->i0;
+	bool lora = c->n_lora || c->n_runs;
 
 	op->rmsnorm(be, c->x, l->attn_norm.data, c->xb, n, hp->n_embd, hp->rms_eps);
 	op->matmul(be, &l->wq, c->xb, c->q, n);
 	op->matmul(be, &l->wk, c->xb, c->k, n);
 	op->matmul(be, &l->wv, c->xb, c->v, n);
+	if (lora) {
+		lora_apply(c, il, LLM_LORA_Q, c->xb, c->q, n);
+		lora_apply(c, il, LLM_LORA_K, c->xb, c->k, n);
+		lora_apply(c, il, LLM_LORA_V, c->xb, c->v, n);
+	}
 	if (l->bq.data) {
 		op->add_bias(be, c->q, l->bq.data, n, q_dim);
 		op->add_bias(be, c->k, l->bk.data, n, kv_dim);
@@ -380,13 +554,21 @@ static void layer_forward(struct llm_ctx *c, int il, const struct chunk *ch)
 	};
 	op->attention(be, &ab, c->q, c->att);
 	op->matmul(be, &l->wo, c->att, c->xb, n);
+	if (lora)
+		lora_apply(c, il, LLM_LORA_O, c->att, c->xb, n);
 	op->add(be, c->x, c->xb, (int64_t)n * hp->n_embd);
 
 	op->rmsnorm(be, c->x, l->ffn_norm.data, c->xb, n, hp->n_embd, hp->rms_eps);
 	op->matmul(be, &l->w_gate, c->xb, c->g, n);
 	op->matmul(be, &l->w_up, c->xb, c->u, n);
+	if (lora) {
+		lora_apply(c, il, LLM_LORA_GATE, c->xb, c->g, n);
+		lora_apply(c, il, LLM_LORA_UP, c->xb, c->u, n);
+	}
 	op->swiglu(be, c->g, c->u, (int64_t)n * hp->n_ff);
 	op->matmul(be, &l->w_down, c->g, c->xb, n);
+	if (lora)
+		lora_apply(c, il, LLM_LORA_DOWN, c->g, c->xb, n);
 	op->add(be, c->x, c->xb, (int64_t)n * hp->n_embd);
 }
 
@@ -443,6 +625,7 @@ int llm_decode(struct llm_ctx *c, const struct llm_batch *b)
 			c->slots[i] = llm_kv_slot(c->kv, s, b->pos[i0 + i]);
 			c->tables[i] = llm_kv_table(c->kv, s);
 		}
+		lora_runs(c, b->adapter + i0, ch.n);
 		op->get_rows(c->be, &m->tok_embd, b->token + i0, ch.n, c->x);
 		for (int il = 0; il < hp->n_layer; il++)
 			layer_forward(c, il, &ch);

@@ -18,6 +18,7 @@
 #include "llmkit/forward.h"
 #include "llmkit/generate.h"
 #include "llmkit/gguf.h"
+#include "llmkit/lora.h"
 #include "llmkit/model.h"
 #include "llmkit/tokenizer.h"
 #include "llmkit/util.h"
@@ -30,12 +31,18 @@ enum {
 	OPT_BEAMS, OPT_LENGTH_PENALTY, OPT_NO_EARLY_STOP, OPT_STOP, OPT_IGNORE_EOS,
 	OPT_NO_BOS, OPT_SPECIAL, OPT_ECHO, OPT_JSON, OPT_CHAT, OPT_CHAT_TEMPLATE,
 	OPT_SYSTEM, OPT_PROMPTS, OPT_N_BATCH, OPT_LOGPROBS, OPT_NO_STREAM,
-	OPT_KV_BLOCK, OPT_KV_TYPE, OPT_MMAP,
+	OPT_KV_BLOCK, OPT_KV_TYPE, OPT_MMAP, OPT_LORA,
 };
+
+#define MAX_LORA 16   /* LLM_CTX_MAX_LORA */
 
 static const struct llm_opt opts[] = {
 	{ 'm', "model", "FILE", "GGUF model, a path or a name in the model directories "
 	                        "(default: " LLM_DEFAULT_MODEL ")" },
+	{ OPT_LORA, "lora", "PATH[:SCALE]", "apply a LoRA adapter (a PEFT directory or "
+	                                    "a GGUF adapter) at run time, its delta "
+	                                    "times SCALE (default 1); repeatable: "
+	                                    "deltas add up" },
 	{ 'p', "prompt", "TEXT", "\nInput\nthe prompt (default: none: start from BOS)" },
 	{ 'f', "file", "FILE", "read the prompt from FILE ('-': standard input)" },
 	{ 'i', "prompts", "FILE", "many prompts, one per line ('\\n' escapes) or JSONL "
@@ -101,6 +108,7 @@ static const struct llm_cli cli = {
 	"  llm-generate --temp 0 -n 200\n"
 	"  llm-generate -m model.gguf -p 'Once upon a time' --top-p 0.9 -s 42\n"
 	"  llm-generate -m model.gguf --prompts questions.txt --batch 32 --json\n"
+	"  llm-generate -m base.gguf --lora support/ --lora sales/:0.5 -p 'Hi'\n"
 	"  llm-generate -m chat-model.gguf --chat --system 'You are terse.'",
 };
 
@@ -118,6 +126,9 @@ struct options {
 	bool mmap;
 	struct llm_gen_params gp;
 	char *stops[LLM_MAX_STOP];
+	char *lora[MAX_LORA];
+	float lora_scale[MAX_LORA];
+	int n_lora;
 };
 
 /* "\n", "\t", "\\" escapes, in place. */
@@ -231,6 +242,16 @@ static void parse_options(int argc, char **argv, struct options *o)
 		case OPT_N_BATCH: die_usage_rc(llm_parse_int("--batch-tokens", arg, 1,
 		                                             1 << 20, &o->n_batch)); break;
 		case OPT_MMAP: o->mmap = true; break;
+		case OPT_LORA:
+			if (o->n_lora == MAX_LORA)
+				llm_cli_usage_error(&cli, "at most %d --lora adapters", MAX_LORA);
+			o->lora[o->n_lora] = malloc(4096);
+			if (!o->lora[o->n_lora] ||
+			    llm_lora_parse_spec(arg, o->lora[o->n_lora], 4096,
+			                        &o->lora_scale[o->n_lora]))
+				llm_cli_usage_error(&cli, "--lora: %s", llm_errmsg());
+			o->n_lora++;
+			break;
 		case OPT_KV_TYPE: {
 			static const int kv_types[] = { LLM_F16, LLM_F32 };
 			int t;
@@ -873,6 +894,14 @@ static int kv_blocks_needed(const struct options *o, struct item *items, int n,
 	return most > INT32_MAX / 2 ? INT32_MAX / 2 : (int)most;
 }
 
+static void free_lora(struct options *o, struct llm_lora **lora)
+{
+	for (int i = 0; i < o->n_lora; i++) {
+		llm_lora_free(lora[i]);
+		free(o->lora[i]);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	struct options o;
@@ -881,6 +910,7 @@ int main(int argc, char **argv)
 	int n_items = 0, rc;
 	char path[4096];
 	struct llm_gguf *g;
+	struct llm_lora *lora[MAX_LORA] = { 0 };
 
 	parse_options(argc, argv, &o);
 
@@ -907,6 +937,14 @@ int main(int argc, char **argv)
 		        s.m->hp.n_head, s.m->hp.n_head_kv, s.m->hp.n_embd,
 		        s.m->hp.n_vocab, llm_model_n_params(s.m) / 1e6,
 		        llm_dtype_name(s.m->layers[0].wq.type), llm_cpu_isa());
+	for (int i = 0; i < o.n_lora; i++) {
+		if ((rc = llm_lora_load(&lora[i], o.lora[i], s.m)))
+			goto fail;
+		if (o.verbose)
+			fprintf(stderr, "%s: %s: LoRA rank %d, scale %g x %g, %lld "
+			        "parameters\n", prog, o.lora[i], lora[i]->rank,
+			        lora[i]->scale, o.lora_scale[i], (long long)lora[i]->n_params);
+	}
 
 	/* prompts */
 	if (o.prompts) {
@@ -976,6 +1014,9 @@ int main(int argc, char **argv)
 	}
 	if ((rc = llm_ctx_new(&s.ctx, s.m, &cp)))
 		goto fail;
+	for (int i = 0; i < o.n_lora; i++)
+		if ((rc = llm_ctx_add_lora(s.ctx, lora[i], o.lora_scale[i])))
+			goto fail;
 
 	rc = o.chat ? run_chat(&s) : run_items(&s, items, n_items);
 	if (rc)
@@ -984,6 +1025,7 @@ int main(int argc, char **argv)
 		item_free(&items[i]);
 	free(items);
 	llm_ctx_free(s.ctx);
+	free_lora(&o, lora);
 	llm_tokenizer_free(s.tok);
 	llm_model_free(s.m);
 	for (int i = 0; i < o.gp.n_stop; i++)
@@ -992,5 +1034,7 @@ int main(int argc, char **argv)
 fail:
 	fflush(stdout);
 	llm_cli_report(prog);
+	llm_ctx_free(s.ctx);
+	free_lora(&o, lora);
 	return llm_cli_finish(prog, 1);
 }

@@ -11,6 +11,7 @@
 #include "llmkit/cli.h"
 #include "llmkit/error.h"
 #include "llmkit/forward.h"
+#include "llmkit/lora.h"
 #include "llmkit/model.h"
 #include "llmkit/perplexity.h"
 #include "llmkit/tokenizer.h"
@@ -20,12 +21,17 @@ static const char *prog = "llm-perplexity";
 
 enum {
 	OPT_STRIDE = 256, OPT_KL_BASE, OPT_JSON, OPT_NO_BOS, OPT_CHUNKS, OPT_KV_TYPE,
-	OPT_MMAP, OPT_PROGRESS,
+	OPT_MMAP, OPT_PROGRESS, OPT_LORA,
 };
+
+#define MAX_LORA 16   /* LLM_CTX_MAX_LORA */
 
 static const struct llm_opt opts[] = {
 	{ 'm', "model", "FILE", "GGUF model, a path or a name in the model directories "
 	                        "(default: " LLM_DEFAULT_MODEL ")" },
+	{ OPT_LORA, "lora", "PATH[:SCALE]", "apply a LoRA adapter (PEFT directory or "
+	                                    "GGUF adapter) to the model at run time, "
+	                                    "scaled (default 1); repeatable" },
 	{ 'f', "file", "FILE", "\nInput\ntext to score ('-': standard input; .gz is "
 	                       "inflated; default: standard input when it is not a terminal)" },
 	{ OPT_NO_BOS, "no-bos", NULL, "do not start the text, and each window, with BOS" },
@@ -59,6 +65,7 @@ static const struct llm_cli cli = {
 	opts,
 	"Examples:\n"
 	"  llm-perplexity -m model.gguf -f held-out.txt\n"
+	"  llm-perplexity -m base.gguf --lora support/ --kl-base base.gguf -f held-out.txt\n"
 	"  llm-perplexity -m model-q4_0.gguf --kl-base model.gguf -f text.txt.gz --json\n"
 	"  zcat corpus.gz | llm-perplexity -m model.gguf -f - -c 256 --chunks 20",
 };
@@ -68,6 +75,9 @@ struct options {
 	int n_ctx, stride, chunks, batch, threads;
 	bool no_bos, json, mmap, progress;
 	enum llm_dtype kv_type;
+	char *lora[MAX_LORA];
+	float lora_scale[MAX_LORA];
+	int n_lora;
 };
 
 static int on_progress(void *user, int done, int total)
@@ -145,6 +155,7 @@ int main(int argc, char **argv)
 	int c, rc, n_ids = 0;
 	struct llm_model *m = NULL, *bm = NULL;
 	struct llm_ctx *ctx = NULL, *bctx = NULL;
+	struct llm_lora *lora[MAX_LORA] = { 0 };
 	struct llm_tokenizer *tok = NULL;
 	char *text = NULL;
 	int32_t *ids = NULL;
@@ -187,6 +198,15 @@ int main(int argc, char **argv)
 			break;
 		}
 		case OPT_MMAP: o.mmap = true; break;
+		case OPT_LORA:
+			if (o.n_lora == MAX_LORA)
+				llm_cli_usage_error(&cli, "at most %d --lora adapters", MAX_LORA);
+			if (!(o.lora[o.n_lora] = malloc(4096)) ||
+			    llm_lora_parse_spec(arg, o.lora[o.n_lora], 4096,
+			                        &o.lora_scale[o.n_lora]))
+				llm_cli_usage_error(&cli, "--lora: %s", llm_errmsg());
+			o.n_lora++;
+			break;
 		}
 	}
 	if (optind != argc)
@@ -228,6 +248,10 @@ int main(int argc, char **argv)
 	}
 	if ((rc = new_ctx(m, &o, &ctx)))
 		goto fail;
+	for (int i = 0; i < o.n_lora; i++)
+		if ((rc = llm_lora_load(&lora[i], o.lora[i], m)) ||
+		    (rc = llm_ctx_add_lora(ctx, lora[i], o.lora_scale[i])))
+			goto fail;
 	if (o.kl_base) {
 		if ((rc = load(o.kl_base, o.mmap, &bm)) || (rc = new_ctx(bm, &o, &bctx)))
 			goto fail;
@@ -245,6 +269,10 @@ fail:
 out:
 	llm_ctx_free(ctx);
 	llm_ctx_free(bctx);
+	for (int i = 0; i < o.n_lora; i++) {
+		llm_lora_free(lora[i]);
+		free(o.lora[i]);
+	}
 	llm_model_free(m);
 	llm_model_free(bm);
 	llm_tokenizer_free(tok);

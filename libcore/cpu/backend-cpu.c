@@ -21,6 +21,7 @@
 #include "llmkit/error.h"
 #include "llmkit/kvcache.h"
 #include "llmkit/model.h"
+#include "cpu/backward.h"
 #include "cpu/kernels.h"
 #include "cpu/pool.h"
 
@@ -46,6 +47,9 @@ struct cpu {
 	/* per-thread scratch */
 	float **scratch;
 	size_t *scratch_n;
+	/* one buffer shared by a whole op (a weight matrix converted to f32) */
+	float *shared;
+	size_t shared_n;
 	/* a matmul's activations quantized for quantized weights */
 	void *xq;
 	size_t xq_n;
@@ -66,6 +70,29 @@ static float *scratch(struct cpu *c, int ith, size_t n)
 		c->scratch_n[ith] = n;
 	}
 	return c->scratch[ith];
+}
+
+/* For the training ops in backward.c. */
+struct llm_pool *llm_cpu_pool(struct llm_backend *be)
+{
+	return cpu_of(be)->pool;
+}
+
+float *llm_cpu_scratch(struct llm_backend *be, int ith, size_t n)
+{
+	return scratch(cpu_of(be), ith, n);
+}
+
+float *llm_cpu_shared(struct llm_backend *be, size_t n)
+{
+	struct cpu *c = cpu_of(be);
+	if (c->shared_n < n) {
+		free(c->shared);
+		c->shared = aligned_alloc(64, (n * sizeof(float) + 63) & ~(size_t)63);
+		LLM_ASSERT(c->shared);
+		c->shared_n = n;
+	}
+	return c->shared;
 }
 
 /* ---------------------------------------------------------------- memory */
@@ -485,6 +512,7 @@ static void cpu_free(struct llm_backend *be)
 			free(c->scratch[i]);
 		free(c->scratch);
 		free(c->scratch_n);
+		free(c->shared);
 		free(c->xq);
 		free(c);
 	}
@@ -511,6 +539,17 @@ static const struct llm_backend_ops cpu_ops = {
 	.swiglu = cpu_swiglu,
 	.add = cpu_add,
 	.synchronize = cpu_synchronize,
+	.lora_seg = llm_cpu_lora_seg,
+	.gemm = llm_cpu_gemm,
+	.matmul_bwd = llm_cpu_matmul_bwd,
+	.rmsnorm_bwd = llm_cpu_rmsnorm_bwd,
+	.rope_bwd = llm_cpu_rope_bwd,
+	.attn_train = llm_cpu_attn_train,
+	.attn_train_bwd = llm_cpu_attn_train_bwd,
+	.swiglu_fwd = llm_cpu_swiglu_fwd,
+	.swiglu_bwd = llm_cpu_swiglu_bwd,
+	.cross_entropy = llm_cpu_cross_entropy,
+	.adamw = llm_cpu_adamw,
 };
 
 const char *llm_cpu_isa(void)

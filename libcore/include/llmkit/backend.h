@@ -45,6 +45,43 @@ struct llm_attn_batch {
 	const void *k, *v;            /* this layer's cache */
 };
 
+/*
+ * LoRA deltas over a segment of token rows that share an adapter (the SGMV
+ * idea): for each row t of the segment,  y[t] += scale * b (a x[t]),  with
+ * a the rank x n_in down-projection and b the n_out x rank up-projection,
+ * both row-major f32 as PEFT stores lora_A / lora_B.  The rows are
+ * t0 .. t0 + n - 1, or with a rows list the n rows it names (the tokens of
+ * one adapter scattered through a batch: the kernel gathers them, so the
+ * adapter's matrices are read once for all of them).
+ */
+struct llm_lora_seg {
+	int t0, n;
+	const float *a;       /* (rank x n_in) */
+	const float *b;       /* (n_out x rank) */
+	int rank;
+	float scale;
+	const int32_t *rows;  /* (n) or NULL: rows t0 .. t0 + n - 1 */
+};
+
+/*
+ * Causal attention over whole training sequences (not the paged cache):
+ * n_seq sequences of seq_len rows each, rows contiguous.  Token i of a
+ * sequence attends to the tokens [start[i], i] of its own sequence (start
+ * is an index within the sequence: documents packed into one sequence do
+ * not see each other).  q is (n x n_head*head_dim), k and v are
+ * (n x n_head_kv*head_dim); lse (n x n_head) keeps each row's log-sum-exp
+ * of scaled scores for the backward pass.
+ */
+struct llm_attn_train {
+	int n_seq, seq_len;
+	int n_head, n_head_kv, head_dim;
+	float scale;
+	const int32_t *start;         /* (n_seq * seq_len) */
+};
+
+/* Transposition flags of llm_backend_ops.gemm. */
+enum llm_gemm_op { LLM_GEMM_N = 0, LLM_GEMM_T = 1 };
+
 struct llm_backend_ops {
 	const char *name;
 	bool host_memory;     /* backend memory is host memory (no copies needed) */
@@ -88,6 +125,66 @@ struct llm_backend_ops {
 	void (*add)(struct llm_backend *be, float *y, const float *x, int64_t n);
 	/* Wait for queued work (no-op on the CPU). */
 	void (*synchronize)(struct llm_backend *be);
+
+	/* ------------------------------------------------ LoRA and training
+	 * Every op below writes its outputs in a fixed order that does not
+	 * depend on the number of threads or on timing, so a training run is
+	 * reproducible bit for bit (checkpoint/resume relies on it). */
+
+	/* y (n x n_out) += the LoRA deltas of each segment (see above), in the
+	 * order given where rows overlap.  Only segments without a rows list
+	 * may share rows with another segment of the same call. */
+	void (*lora_seg)(struct llm_backend *be, const float *x, float *y,
+	                 int n_in, int n_out, const struct llm_lora_seg *segs,
+	                 int n_segs);
+	/* f32 GEMM, row-major: c (m x n) = alpha op(a) op(b) + beta c, with
+	 * op(a) m x k and op(b) k x n; lda/ldb/ldc are row strides. */
+	void (*gemm)(struct llm_backend *be, enum llm_gemm_op ta,
+	             enum llm_gemm_op tb, int m, int n, int k, float alpha,
+	             const float *a, int lda, const float *b, int ldb, float beta,
+	             float *c, int ldc);
+	/* Backward of matmul for the input: dx (n x w->ne[0]) = beta dx +
+	 * dy (n x w->ne[1]) . w, for every dtype matmul takes (non-f32 weights
+	 * are converted a block of rows at a time). */
+	void (*matmul_bwd)(struct llm_backend *be, const struct llm_tensor *w,
+	                   const float *dy, float *dx, int n, float beta);
+	/* Backward of rmsnorm (y = x / rms(x) * w): dx += dL/dx; dw (may be
+	 * NULL) += dL/dw summed over the n rows. */
+	void (*rmsnorm_bwd)(struct llm_backend *be, const float *x, const float *w,
+	                    const float *dy, float *dx, float *dw, int n, int dim,
+	                    float eps);
+	/* Backward of rope: rotate the gradient back (the transposed rotation),
+	 * in place. */
+	void (*rope_bwd)(struct llm_backend *be, float *dx, const int32_t *pos,
+	                 int n, int n_head, int head_dim, const struct llm_rope *rope);
+	/* Training attention forward: out and lse (see llm_attn_train). */
+	void (*attn_train)(struct llm_backend *be, const struct llm_attn_train *at,
+	                   const float *q, const float *k, const float *v,
+	                   float *out, float *lse);
+	/* Its backward: dq, dk, dv (overwritten) from dout, the saved q, k, v,
+	 * out and lse. */
+	void (*attn_train_bwd)(struct llm_backend *be,
+	                       const struct llm_attn_train *at, const float *q,
+	                       const float *k, const float *v, const float *out,
+	                       const float *lse, const float *dout, float *dq,
+	                       float *dk, float *dv);
+	/* h = silu(g) * u (g, u kept); its backward: dg, du from dh. */
+	void (*swiglu_fwd)(struct llm_backend *be, const float *g, const float *u,
+	                   float *h, int64_t n);
+	void (*swiglu_bwd)(struct llm_backend *be, const float *g, const float *u,
+	                   const float *dh, float *dg, float *du, int64_t n);
+	/* Cross entropy of n rows of logits (n x n_vocab) against targets
+	 * (-1: no loss): loss[i] = logsumexp(row) - row[target] (0 without a
+	 * target), and the row is replaced by scale * (softmax - onehot), its
+	 * gradient (zeros without a target). */
+	void (*cross_entropy)(struct llm_backend *be, float *logits,
+	                      const int32_t *targets, int n, int n_vocab,
+	                      float scale, float *loss);
+	/* One AdamW step over n parameters (PyTorch's AdamW: decoupled weight
+	 * decay p -= lr wd p, then the bias-corrected Adam update); step >= 1. */
+	void (*adamw)(struct llm_backend *be, float *p, const float *g, float *m,
+	              float *v, int64_t n, float lr, float beta1, float beta2,
+	              float eps, float wd, int64_t step);
 };
 
 struct llm_backend {

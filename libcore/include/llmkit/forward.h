@@ -82,6 +82,27 @@ int llm_ctx_n_vocab(const struct llm_ctx *ctx);
  */
 int llm_decode(struct llm_ctx *ctx, const struct llm_batch *b);
 
+/*
+ * LoRA adapters (lora.h), applied at run time without merging: the delta
+ * scale * (x A^T) B^T of each adapted projection is added per segment of
+ * batch tokens that share an adapter (a backend op, lora_seg): tokens are
+ * grouped by adapter slot, so an adapter's matrices are read once per
+ * forward pass however its tokens interleave with others'.  Adapters are
+ * checked against the model when attached.  The ctx keeps pointers: an
+ * adapter must outlive its use.
+ *
+ * llm_ctx_add_lora: applied to every token of every batch; adapters added
+ * one after another stack (their deltas add up).  llm_ctx_set_adapter: slot
+ * s >= 0 for the tokens whose batch adapter[] is s (NULL clears it); a
+ * batch naming an empty slot is LLM_EINVAL.
+ */
+struct llm_lora;
+#define LLM_CTX_MAX_LORA 16
+int llm_ctx_add_lora(struct llm_ctx *ctx, const struct llm_lora *a, float scale);
+void llm_ctx_clear_lora(struct llm_ctx *ctx);
+int llm_ctx_set_adapter(struct llm_ctx *ctx, int slot, const struct llm_lora *a,
+                        float scale);
+
 /* Logits (n_vocab floats) of token i of the last batch; NULL if token i did
  * not ask for them. Valid until the next llm_decode. */
 const float *llm_ctx_logits(const struct llm_ctx *ctx, int i);
