@@ -30,6 +30,7 @@
 #include "llmkit/error.h"
 #include "llmkit/serve.h"
 #include "llmkit/util.h"
+#include "serve-adapters.h"
 
 struct llm_http {
 	struct llm_serve *s;
@@ -289,6 +290,11 @@ static enum MHD_Result route(struct MHD_Connection *c, struct conn_req *cr,
 		char *one = b && end ? strndup(b + 1, (size_t)(end - b - 1)) : NULL;
 		free(all);
 		return respond(c, cr, 200, "application/json", one);
+	}
+	if (!strcmp(url, "/v1/adapters") || !strncmp(url, "/v1/adapters/", 13)) {
+		char *json = NULL;
+		int st = llm_serve_adapters_api(h->s, method, url, cr->body, cr->len, &json);
+		return respond(c, cr, st, "application/json", json);
 	}
 	if (!strcmp(url, "/health")) {
 		if (!get)
