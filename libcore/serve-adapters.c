@@ -18,11 +18,12 @@
 #include "serve-adapters.h"
 
 int llm_serve_adapter_of(struct llm_engine *eng, const char *model_name,
-                         const char *model, struct llm_serve_err *e)
+                         const char *model, int *out, struct llm_serve_err *e)
 {
 	struct llm_adapters *ac = llm_engine_adapters(eng);
+	*out = -1;
 	if (!strcmp(model, model_name) || !strcmp(model, "base"))
-		return -1;
+		return 0;
 	if (!ac) {
 		llm_serve_err_set(e, LLM_ENOTFOUND, 404, "invalid_request_error", "model",
 		                  "The model '%.200s' does not exist (this server serves "
@@ -42,7 +43,8 @@ int llm_serve_adapter_of(struct llm_engine *eng, const char *model_name,
 		e->code = "model_not_found";
 		return id;
 	}
-	return id;
+	*out = id;
+	return 0;
 }
 
 void llm_serve_adapters_models(struct llm_engine *eng, const char *model_name,

@@ -15,11 +15,11 @@
 
 struct llm_engine;
 
-/* The adapter id a request's "model" names: -1 for the served model or
- * "base", an adapter's id, or a negative LLM_E* with e filled (404 naming
- * an unknown adapter, 400 for a name that is not allowed). */
+/* The adapter id a request's "model" names into *id: -1 for the served
+ * model or "base", else an adapter's id.  0, or a negative LLM_E* with e
+ * filled (404 naming an unknown adapter, 400 for a name not allowed). */
 int llm_serve_adapter_of(struct llm_engine *eng, const char *model_name,
-                         const char *model, struct llm_serve_err *e);
+                         const char *model, int *id, struct llm_serve_err *e);
 /* Append the adapters to /v1/models' data array. */
 void llm_serve_adapters_models(struct llm_engine *eng, const char *model_name,
                                long long created, json_t *data);

@@ -672,12 +672,9 @@ int llm_serve_parse(struct llm_serve *s, enum llm_serve_kind kind,
 			rc = BAD("model", "'model' must be a string");
 			goto out;
 		}
-		if ((r->adapter = llm_serve_adapter_of(s->e, s->model_name,
-		                                       json_string_value(v), e)) < -1) {
-			rc = r->adapter;
-			r->adapter = -1;
+		if ((rc = llm_serve_adapter_of(s->e, s->model_name,
+		                               json_string_value(v), &r->adapter, e)))
 			goto out;
-		}
 	}
 	json_object_foreach(o, key, v) {
 		if (json_is_null(v))

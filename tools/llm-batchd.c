@@ -36,6 +36,7 @@ enum {
 	OPT_CHAT_TEMPLATE, OPT_DRAIN_TIMEOUT, OPT_PORT_FILE, OPT_MMAP, OPT_N_BATCH,
 	OPT_LIST_POLICIES,
 	OPT_ADAPTERS, OPT_MAX_ADAPTERS, OPT_ADAPTER_MEM, OPT_ADAPTER_WAIT,
+	OPT_PRELOAD,
 };
 
 static const struct llm_opt opts[] = {
@@ -123,6 +124,9 @@ static const struct llm_opt opts[] = {
 	{ OPT_ADAPTER_WAIT, "adapter-max-wait", "S", "seconds a request waits for "
 	                                            "its adapter before others' are "
 	                                            "held back (default: 2)" },
+	{ OPT_PRELOAD, "preload-adapters", NULL, "read adapters into memory at start "
+	                                        "(as many as --max-active-adapters "
+	                                        "allows), not on first use" },
 	{ 'v', "verbose", NULL, "more on stderr" },
 	{ 0 }
 };
@@ -159,6 +163,7 @@ struct options {
 	bool mmap, verbose;
 	const char *adapters;
 	struct llm_adapters_params ap;
+	bool preload;
 };
 
 static void die_rc(int rc)
@@ -296,6 +301,7 @@ static void parse_options(int argc, char **argv, struct options *o)
 		                                       &o->n_batch)); break;
 		case OPT_MMAP: o->mmap = true; break;
 		case OPT_ADAPTERS: o->adapters = arg; break;
+		case OPT_PRELOAD: o->preload = true; break;
 		case OPT_MAX_ADAPTERS: die_rc(llm_parse_int("--max-active-adapters", arg, 0,
 		                                            1 << 20, &o->ap.max_active)); break;
 		case OPT_ADAPTER_MEM: die_rc(llm_parse_size("--adapter-mem", arg,
@@ -357,6 +363,24 @@ static int write_port_file(const char *path, int port)
 	return llm_ofile_commit(f);
 }
 
+/* Every adapter into memory, up to the cache's limits. */
+static int preload(struct llm_adapters *ac)
+{
+	struct llm_adapter_info *v;
+	int n, rc = llm_adapters_list(ac, &v, &n);
+	if (rc)
+		return rc;
+	for (int i = 0; !rc && i < n; i++) {
+		struct llm_adapters_stats st;
+		llm_adapters_stats(ac, &st);
+		if (st.max_active > 0 && st.resident >= st.max_active)
+			break;
+		rc = llm_adapters_load(ac, v[i].name, -1);
+	}
+	free(v);
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
 	struct options o;
@@ -407,6 +431,8 @@ int main(int argc, char **argv)
 		if ((rc = llm_adapters_new(&ac, m, &o.ap)))
 			goto fail;
 		o.ep.adapters = ac;
+		if (o.preload && (rc = preload(ac)))
+			goto fail;
 		if (o.verbose) {
 			struct llm_adapters_stats as;
 			llm_adapters_stats(ac, &as);
