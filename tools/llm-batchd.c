@@ -376,6 +376,11 @@ static int preload(struct llm_adapters *ac)
 		if (st.max_active > 0 && st.resident >= st.max_active)
 			break;
 		rc = llm_adapters_load(ac, v[i].name, -1);
+		if (rc && rc != LLM_ENOMEM) {
+			/* a bad adapter fails its own requests, not the server */
+			fprintf(stderr, "%s: warning: %s\n", prog, llm_errmsg());
+			rc = 0;
+		}
 	}
 	free(v);
 	return rc;
