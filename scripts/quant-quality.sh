@@ -91,6 +91,8 @@ for m in $models; do
 		echo "| $t | $(($(wc -c < "$out/$m-$t.gguf") / 1024)) | $(bpw "$out/$m-$t.log") | $u | $c |"
 	done
 	fallbacks=$(cat "$out/$m-"*.log | sed -n 's/.*: kept at \([a-z0-9_]*\)$/\1/p' | sort | uniq -c | awk '{ printf "%s%s x%s", s, $2, $1; s = ", " }')
-	[ -n "$fallbacks" ] && echo "
-fallbacks over all runs: $fallbacks"
+	if [ -n "$fallbacks" ]; then
+		echo
+		echo "fallbacks over all runs: $fallbacks"
+	fi
 done
