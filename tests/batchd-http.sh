@@ -7,7 +7,7 @@ set -u
 . "${LLMKIT_SRC:-.}/tests/batchd-lib.sh"
 
 key=sekrit
-start_server --api-key "$key" --max-body 65536
+start_server --api-key "$key" --max-body 65536 --max-prefill-tokens 8
 auth="Authorization: Bearer $key"
 post() {  # post PATH BODY OUT: prints the HTTP status
 	curl -s -o "$3" -w '%{http_code}' -H "$auth" -H 'Content-Type: application/json' \
@@ -74,6 +74,31 @@ post /v1/completions '{"prompt":"The dog","max_tokens":8,"n":3,"seed":7}' "$tmp/
 check "seeded replies repeat" [ "$(jget "$tmp/n3" '[c["text"] for c in j["choices"]]')" = "$(jget "$tmp/n3b" '[c["text"] for c in j["choices"]]')" ]
 code=$(post /v1/completions '{"prompt":"The dog","max_tokens":30,"temperature":0,"stop":["ball"]}' "$tmp/stop")
 check "stop string cut" [ "$(jget "$tmp/stop" '(j["choices"][0]["text"], j["choices"][0]["finish_reason"])')" = "(' was a big, red ', 'stop')" ]
+
+# --- 32 greedy requests at once (sharing a prompt prefix, prefilled in
+# chunks of 8 tokens) give the same text as each one alone
+python3 - "$url" "$key" > "$tmp/batch32" <<'PY'
+import json, sys, threading, urllib.request
+url, key = sys.argv[1], sys.argv[2]
+stem = "Once upon a time, there was a little girl named Lily. She loved to play outside. "
+prompts = [stem + e for e in ["One day", "Her mom", "The sun", "A dog", "She saw",
+                              "Then", "Tom", "The park"]] * 4
+def ask(p, n):
+    req = urllib.request.Request(url + "/v1/completions", data=json.dumps(
+        {"prompt": p, "max_tokens": n, "temperature": 0}).encode(),
+        headers={"Authorization": "Bearer " + key, "Content-Type": "application/json"})
+    return json.load(urllib.request.urlopen(req, timeout=60))
+alone = [ask(p, 20 + i)["choices"][0]["text"] for i, p in enumerate(prompts[:8])]
+out = [None] * 32
+def run(i):
+    out[i] = ask(prompts[i], 20 + i % 8)
+ts = [threading.Thread(target=run, args=(i,)) for i in range(32)]
+[t.start() for t in ts]; [t.join() for t in ts]
+same = sum(out[i]["choices"][0]["text"] == alone[i % 8] for i in range(32))
+cached = sum(o["usage"]["prompt_tokens_details"]["cached_tokens"] for o in out)
+print(same, cached > 0)
+PY
+check "32 at once = each alone (greedy, chunked prefill, prefix cache)" [ "$(cat "$tmp/batch32")" = "32 True" ]
 
 # --- errors
 code=$(post /v1/completions '{"prompt": "x", "max_tokens": ' "$tmp/e1")
