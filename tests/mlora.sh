@@ -9,7 +9,9 @@
 # - an unknown adapter is a 404 error naming it, a name with a path in it
 #   is refused, a symlink out of the directory is not served, a corrupt
 #   adapter fails its own requests with a message naming it while the
-#   others go on.
+#   others go on;
+# - llm-generate --prompts with "model" per line and --adapters gives the
+#   same text as llm-batchd.
 set -u
 . "${LLMKIT_SRC:-.}/tests/batchd-lib.sh"
 mgen="$LLMKIT_BIN/tests/mlora-gen"
@@ -65,6 +67,18 @@ read n_alone n_same n_changed < "$tmp/cmp"
 check "16 adapters alone on merged models" [ "$n_alone" = 16 ]
 check "mixed batch == merged alone for all 16 adapters and the base ($n_same)" [ "$n_same" = 17 ]
 check "adapters change the text ($n_changed of 16)" [ "$n_changed" -ge 12 ]
+
+# llm-generate --prompts with per-line adapters: the same text
+"$gen" -m "$model" -t 2 --kv-type f32 --greedy --json --adapters "$ad" \
+	--prompts "$tmp/in.jsonl" > "$tmp/gen.jsonl" 2> "$tmp/gen.err"
+check "llm-generate --adapters: exit 0" [ $? = 0 ]
+python3 - "$tmp/mixed.jsonl" "$tmp/gen.jsonl" <<'PY' > "$tmp/cmpg"
+import json, sys
+mixed = {o["id"]: o["choices"][0]["text"] for o in map(json.loads, open(sys.argv[1]))}
+gen = {int(o["id"]): o["text"] for o in map(json.loads, open(sys.argv[2]))}
+print(len(gen), sum(gen[k] == mixed[k] for k in gen))
+PY
+check "llm-generate --adapters == llm-batchd ($(cat "$tmp/cmpg"))" [ "$(cat "$tmp/cmpg")" = "32 32" ]
 
 # eviction: 5 adapters, 2 in memory at once, still the same text
 python3 -c 'import json,sys
