@@ -136,3 +136,22 @@ int llm_cli_next(const struct llm_cli *cli, int argc, char **argv, const char **
 	}
 	return c;
 }
+
+int llm_cli_device(const char *arg, const char **device)
+{
+	const char *p;
+
+	if (!strcmp(arg, "cpu") || !strcmp(arg, "cuda")) {
+		*device = arg;
+		return 0;
+	}
+	if (!strncmp(arg, "cuda:", 5) && arg[5]) {
+		for (p = arg + 5; *p >= '0' && *p <= '9'; p++)
+			;
+		if (!*p && p - (arg + 5) <= 4) {
+			*device = arg;
+			return 0;
+		}
+	}
+	return llm_error(LLM_EINVAL, "--device: '%s' is not cpu, cuda or cuda:N", arg);
+}

@@ -131,6 +131,33 @@ static void bfree(struct llm_ctx *c, void *p)
 		c->be->ops->dealloc(c->be, p);
 }
 
+/* A device backend gets every weight once, up front (backend.h: weight),
+ * so a model too big for the device fails here and not mid-decode. */
+static int upload_weights(struct llm_ctx *c)
+{
+	const struct llm_model *m = c->m;
+	const struct llm_hparams *hp = &m->hp;
+	struct llm_backend *be = c->be;
+	int rc;
+
+#define UP(t) do { if ((t).data && (rc = be->ops->weight(be, (t).data, (t).nbytes))) \
+		return rc; } while (0)
+	UP(m->tok_embd);
+	UP(m->output);
+	UP(m->output_norm);
+	for (int il = 0; il < hp->n_layer; il++) {
+		const struct llm_layer *l = &m->layers[il];
+		UP(l->attn_norm); UP(l->wq); UP(l->wk); UP(l->wv); UP(l->wo);
+		UP(l->bq); UP(l->bk); UP(l->bv);
+		UP(l->ffn_norm); UP(l->w_gate); UP(l->w_up); UP(l->w_down);
+	}
+#undef UP
+	if (hp->rope.inv_freq && (rc = be->ops->weight(be, hp->rope.inv_freq,
+	                          (size_t)(hp->rope.n_rot / 2) * sizeof(float))))
+		return rc;
+	return 0;
+}
+
 int llm_ctx_new(struct llm_ctx **out, const struct llm_model *m,
                 const struct llm_ctx_params *pin)
 {
@@ -216,6 +243,8 @@ int llm_ctx_new(struct llm_ctx **out, const struct llm_model *m,
 		}
 		kp.n_blocks = (int)want;
 	}
+	if (c->be->ops->weight && (rc = upload_weights(c)))
+		goto fail;
 	if ((rc = llm_kv_init(&c->kv, &kp, c->be)))
 		goto fail;
 
@@ -305,6 +334,11 @@ const float *llm_ctx_logits(const struct llm_ctx *c, int i)
 
 static int lora_fits(const struct llm_ctx *c, const struct llm_lora *a)
 {
+	if (!c->be->ops->lora_seg)
+		return llm_error(LLM_EUNSUPPORTED, "adapter %s: the %s backend cannot "
+		                 "apply LoRA adapters yet (merge it with llm-lora-merge, "
+		                 "or use --device cpu)", a->path ? a->path : "",
+		                 c->be->ops->name);
 	if (a->n_layer != c->m->hp.n_layer)
 		return llm_error(LLM_EINVAL, "adapter %s has %d layers, the model %d",
 		                 a->path ? a->path : "", a->n_layer, c->m->hp.n_layer);
@@ -656,6 +690,8 @@ int llm_decode(struct llm_ctx *c, const struct llm_batch *b)
 	if (!op->host_memory && n_out)
 		op->download(c->be, c->logits_host, c->logits,
 		             (size_t)n_out * hp->n_vocab * sizeof(float));
+	if (op->status && (rc = op->status(c->be)))
+		return rc;
 	c->stats.t_decode += llm_time_now() - t0;
 	c->stats.n_tokens += b->n;
 	c->stats.n_calls++;

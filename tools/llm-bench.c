@@ -45,7 +45,7 @@ static const char *prog = "llm-bench";
 
 enum {
 	OPT_FULL_PREFILL = 256, OPT_NO_WARMUP, OPT_MEMBW, OPT_MEMBW_SIZE,
-	OPT_STRATEGIES, OPT_PROMPTS, OPT_NO_THROUGHPUT, OPT_N_BATCH, OPT_KV_BLOCK, OPT_KV_TYPE, OPT_MMAP,
+	OPT_STRATEGIES, OPT_PROMPTS, OPT_NO_THROUGHPUT, OPT_N_BATCH, OPT_KV_BLOCK, OPT_KV_TYPE, OPT_MMAP, OPT_DEVICE,
 };
 
 static const struct llm_opt opts[] = {
@@ -73,6 +73,7 @@ static const struct llm_opt opts[] = {
 	{ OPT_NO_WARMUP, "no-warmup", NULL, "do not run a warm-up pass first" },
 	{ 's', "seed", "N", "seed of the prompt ids and of sampling (default: 1234)" },
 	{ 't', "threads", "N", "threads (default: all CPUs)" },
+	{ OPT_DEVICE, "device", LLM_CLI_DEVICE_ARG, LLM_CLI_DEVICE_HELP },
 	{ OPT_N_BATCH, "batch-tokens", "N", "most tokens per forward pass (default: "
 	                                    "512)" },
 	{ OPT_KV_BLOCK, "kv-block", "N", "positions per KV cache block (default: 16)" },
@@ -104,6 +105,7 @@ struct options {
 	const char *model;
 	int n_prompt, n_gen, reps, threads, n_batch, kv_block, n_prompts;
 	enum llm_dtype kv_type;
+	const char *device;
 	bool mmap;
 	int batches[MAX_BATCHES], n_batches;
 	bool full_prefill, warmup, membw, strategies, throughput, verbose;
@@ -115,6 +117,21 @@ static void die_rc(int rc)
 {
 	if (rc)
 		llm_cli_usage_error(&cli, "%s", llm_errmsg());
+}
+
+/* --membw: the memory the computation reads - the GPU's, by a copy
+ * kernel, with --device cuda (bytes read and written per second) */
+static int measure_bw(const struct options *o, struct llm_membw *w)
+{
+	if (o->device && !strncmp(o->device, "cuda", 4)) {
+		memset(w, 0, sizeof(*w));
+		w->bytes = o->membw_size ? o->membw_size : 1ull << 30;
+		w->reps = 5;
+		int rc = llm_cuda_membw(w->bytes, w->reps, &w->best);
+		w->mean = w->best;
+		return rc;
+	}
+	return llm_bench_membw(o->threads, o->membw_size, 5, w);
 }
 
 static void parse_batches(struct options *o, const char *arg)
@@ -187,6 +204,7 @@ static void parse_options(int argc, char **argv, struct options *o)
 		case OPT_N_BATCH: die_rc(llm_parse_int("--batch-tokens", arg, 1, 1 << 20,
 		                                       &o->n_batch)); break;
 		case OPT_MMAP: o->mmap = true; break;
+		case OPT_DEVICE: die_rc(llm_cli_device(arg, &o->device)); break;
 		case OPT_KV_TYPE: {
 			static const int kv_types[] = { LLM_F16, LLM_F32 };
 			int t;
@@ -360,6 +378,7 @@ static int run_throughput(struct bench *b)
 		max_b = o->batches[i] > max_b ? o->batches[i] : max_b;
 	llm_ctx_params_default(&cp);
 	cp.n_threads = o->threads;
+	cp.device = o->device;
 	cp.n_ctx = o->n_prompt + o->n_gen;
 	cp.n_seq_max = max_b;
 	if (o->n_batch)
@@ -568,6 +587,7 @@ static int strat_child(void *arg, void *result, size_t size)
 		max_np = j->n_prompt[i] > max_np ? j->n_prompt[i] : max_np;
 	llm_ctx_params_default(&cp);
 	cp.n_threads = o->threads;
+	cp.device = o->device;
 	cp.n_ctx = max_np + o->n_gen;
 	cp.n_seq_max = o->n_prompts * width;
 	if (o->n_batch)
@@ -968,7 +988,7 @@ int main(int argc, char **argv)
 	if (o.membw) {
 		if (o.verbose)
 			fprintf(stderr, "%s: memory bandwidth\n", prog);
-		if ((rc = llm_bench_membw(o.threads, o.membw_size, 5, &b.membw[0])))
+		if ((rc = measure_bw(&o, &b.membw[0])))
 			goto fail;
 		b.n_membw = 1;
 		row_new(&b, "membw");   /* bandwidth and weights: filled in below */
@@ -977,7 +997,7 @@ int main(int argc, char **argv)
 	if (o.throughput && (rc = run_throughput(&b)))
 		goto fail;
 	if (o.membw && o.throughput) {
-		if ((rc = llm_bench_membw(o.threads, o.membw_size, 5, &b.membw[1])))
+		if ((rc = measure_bw(&o, &b.membw[1])))
 			goto fail;
 		b.n_membw = 2;
 	}

@@ -33,7 +33,7 @@ enum {
 	OPT_BEAMS, OPT_LENGTH_PENALTY, OPT_NO_EARLY_STOP, OPT_STOP, OPT_IGNORE_EOS,
 	OPT_NO_BOS, OPT_SPECIAL, OPT_ECHO, OPT_JSON, OPT_CHAT, OPT_CHAT_TEMPLATE,
 	OPT_SYSTEM, OPT_PROMPTS, OPT_N_BATCH, OPT_LOGPROBS, OPT_NO_STREAM,
-	OPT_KV_BLOCK, OPT_KV_TYPE, OPT_MMAP, OPT_LORA, OPT_ADAPTERS,
+	OPT_KV_BLOCK, OPT_KV_TYPE, OPT_MMAP, OPT_LORA, OPT_DEVICE, OPT_ADAPTERS,
 };
 
 #define MAX_LORA 16   /* LLM_CTX_MAX_LORA */
@@ -97,6 +97,7 @@ static const struct llm_opt opts[] = {
 	{ 'c', "ctx-size", "N", "\nResources\ncontext size per sequence (default: the "
 	                        "model's, at most 4096)" },
 	{ 't', "threads", "N", "threads (default: all CPUs)" },
+	{ OPT_DEVICE, "device", LLM_CLI_DEVICE_ARG, LLM_CLI_DEVICE_HELP },
 	{ OPT_N_BATCH, "batch-tokens", "N", "most tokens per forward pass (default: 512)" },
 	{ OPT_KV_BLOCK, "kv-block", "N", "positions per KV cache block (default: 16)" },
 	{ OPT_KV_TYPE, "kv-type", "TYPE", "KV cache element type: f16 or f32 (default: f16)" },
@@ -128,6 +129,7 @@ struct options {
 	const char *chat_template, *system;
 	int n_ctx, threads, n_batch, kv_block;
 	enum llm_dtype kv_type;
+	const char *device;
 	bool mmap;
 	struct llm_gen_params gp;
 	char *stops[LLM_MAX_STOP];
@@ -259,6 +261,7 @@ static void parse_options(int argc, char **argv, struct options *o)
 				llm_cli_usage_error(&cli, "--lora: %s", llm_errmsg());
 			o->n_lora++;
 			break;
+		case OPT_DEVICE: die_usage_rc(llm_cli_device(arg, &o->device)); break;
 		case OPT_KV_TYPE: {
 			static const int kv_types[] = { LLM_F16, LLM_F32 };
 			int t;
@@ -1124,6 +1127,7 @@ int main(int argc, char **argv)
 	struct llm_ctx_params cp;
 	llm_ctx_params_default(&cp);
 	cp.n_threads = o.threads;
+	cp.device = o.device;
 	cp.n_ctx = o.n_ctx;
 	if (o.n_batch)
 		cp.n_batch = o.n_batch;

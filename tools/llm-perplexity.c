@@ -21,7 +21,7 @@ static const char *prog = "llm-perplexity";
 
 enum {
 	OPT_STRIDE = 256, OPT_KL_BASE, OPT_JSON, OPT_NO_BOS, OPT_CHUNKS, OPT_KV_TYPE,
-	OPT_MMAP, OPT_PROGRESS, OPT_LORA,
+	OPT_MMAP, OPT_PROGRESS, OPT_LORA, OPT_DEVICE,
 };
 
 #define MAX_LORA 16   /* LLM_CTX_MAX_LORA */
@@ -54,6 +54,7 @@ static const struct llm_opt opts[] = {
 	{ OPT_KV_TYPE, "kv-type", "TYPE", "KV cache element type: f16 or f32 "
 	                                  "(default: f16)" },
 	{ OPT_MMAP, "mmap", NULL, "map the models instead of reading them" },
+	{ OPT_DEVICE, "device", LLM_CLI_DEVICE_ARG, LLM_CLI_DEVICE_HELP },
 	{ 0 }
 };
 
@@ -78,6 +79,7 @@ struct options {
 	char *lora[MAX_LORA];
 	float lora_scale[MAX_LORA];
 	int n_lora;
+	const char *device;
 };
 
 static int on_progress(void *user, int done, int total)
@@ -102,6 +104,7 @@ static int new_ctx(struct llm_model *m, const struct options *o, struct llm_ctx 
 	struct llm_ctx_params cp;
 	llm_ctx_params_default(&cp);
 	cp.n_threads = o->threads;
+	cp.device = o->device;
 	cp.n_ctx = o->n_ctx;
 	cp.n_batch = o->n_ctx * o->batch;
 	cp.n_seq_max = o->batch;
@@ -206,6 +209,10 @@ int main(int argc, char **argv)
 			                        &o.lora_scale[o.n_lora]))
 				llm_cli_usage_error(&cli, "--lora: %s", llm_errmsg());
 			o.n_lora++;
+			break;
+		case OPT_DEVICE:
+			if (llm_cli_device(arg, &o.device))
+				llm_cli_usage_error(&cli, "%s", llm_errmsg());
 			break;
 		}
 	}

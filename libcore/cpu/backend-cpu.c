@@ -541,6 +541,7 @@ static const struct llm_backend_ops cpu_ops = {
 	.synchronize = cpu_synchronize,
 	.lora_seg = llm_cpu_lora_seg,
 	.gemm = llm_cpu_gemm,
+	.matmul_train = llm_cpu_matmul_train,
 	.matmul_bwd = llm_cpu_matmul_bwd,
 	.rmsnorm_bwd = llm_cpu_rmsnorm_bwd,
 	.rope_bwd = llm_cpu_rope_bwd,
@@ -609,11 +610,9 @@ int llm_backend_init(struct llm_backend **out, const char *device, int n_threads
 {
 	if (!device || !strcmp(device, "cpu"))
 		return llm_backend_cpu_init(out, n_threads);
-	if (!strcmp(device, "cuda"))
-		return llm_error(LLM_EUNSUPPORTED, "device cuda: this build has no CUDA "
-		                 "backend yet");
-	return llm_error(LLM_EINVAL, "unknown device '%s' (cpu%s)", device,
-	                 "");
+	if (!strncmp(device, "cuda", 4))
+		return llm_backend_cuda_open(out, device, n_threads);
+	return llm_error(LLM_EINVAL, "unknown device '%s' (cpu or cuda)", device);
 }
 
 void llm_backend_free(struct llm_backend *be)

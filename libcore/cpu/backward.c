@@ -60,22 +60,30 @@ struct gemm_args {
 	bool split_m;
 };
 
+#define GEMM_PIECE 128
+
+/* Items [i0, i1) in pieces of GEMM_PIECE: the pool hands a single thread
+ * the whole range at once, and one sgemm call over it could round
+ * differently from several over its pieces. */
 static void gemm_task(void *p, int64_t i0, int64_t i1, int ith)
 {
 	struct gemm_args *g = p;
 	(void)ith;
-	if (g->split_m) {
-		const float *a = g->ta ? g->a + i0 : g->a + i0 * g->lda;
-		sgemm1(g->ta, g->tb, (int)(i1 - i0), g->n, g->k, g->alpha, a, g->lda,
-		       g->b, g->ldb, g->beta, g->c + i0 * g->ldc, g->ldc);
-	} else {
-		const float *b = g->tb ? g->b + i0 * g->ldb : g->b + i0;
-		sgemm1(g->ta, g->tb, g->m, (int)(i1 - i0), g->k, g->alpha, g->a, g->lda,
-		       b, g->ldb, g->beta, g->c + i0, g->ldc);
+	for (int64_t j0 = i0; j0 < i1; j0 += GEMM_PIECE) {
+		int64_t j1 = j0 + GEMM_PIECE < i1 ? j0 + GEMM_PIECE : i1;
+		if (g->split_m) {
+			const float *a = g->ta ? g->a + j0 : g->a + j0 * g->lda;
+			sgemm1(g->ta, g->tb, (int)(j1 - j0), g->n, g->k, g->alpha, a, g->lda,
+			       g->b, g->ldb, g->beta, g->c + j0 * g->ldc, g->ldc);
+		} else {
+			const float *b = g->tb ? g->b + j0 * g->ldb : g->b + j0;
+			sgemm1(g->ta, g->tb, g->m, (int)(j1 - j0), g->k, g->alpha, g->a, g->lda,
+			       b, g->ldb, g->beta, g->c + j0, g->ldc);
+		}
 	}
 }
 
-/* Pieces of 64 rows (or columns, whichever dimension is larger); small
+/* Pieces of GEMM_PIECE rows (or columns, whichever dimension is larger); small
  * products run as one piece on the calling thread. */
 void llm_cpu_gemm(struct llm_backend *be, enum llm_gemm_op ta,
                   enum llm_gemm_op tb, int m, int n, int k, float alpha,
@@ -85,11 +93,11 @@ void llm_cpu_gemm(struct llm_backend *be, enum llm_gemm_op ta,
 	struct gemm_args g = { ta, tb, m, n, k, alpha, beta, a, b, c, lda, ldb, ldc,
 	                       m >= n };
 	int64_t len = g.split_m ? m : n;
-	if ((int64_t)m * n * k < (1 << 18) || len <= 64) {
-		gemm_task(&g, 0, len, 0);
+	if ((int64_t)m * n * k < (1 << 18) || len <= GEMM_PIECE) {
+		sgemm1(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 		return;
 	}
-	llm_pool_for(llm_cpu_pool(be), len, 64, gemm_task, &g);
+	llm_pool_for(llm_cpu_pool(be), len, GEMM_PIECE, gemm_task, &g);
 }
 
 /* ---------------------------------------------------------------- matmul */
@@ -110,19 +118,57 @@ static void conv_task(void *p, int64_t r0, int64_t r1, int ith)
 		conv((const char *)a->w->data + r * rb, a->dst + r * n_in, n_in);
 }
 
+/* Non-f32 weights are converted a tile of MMB_TILE rows at a time, so a
+ * quantized base (QLoRA) never exists in f32 as a whole: dx accumulates
+ * dy[:, tile] . w[tile, :] tile after tile, in a fixed order. */
+#define MMB_TILE 256
+
+void llm_cpu_matmul_train(struct llm_backend *be, const struct llm_tensor *w,
+                          const float *x, float *y, int n)
+{
+	int n_in = (int)w->ne[0], n_out = (int)w->ne[1];
+
+	if (w->type == LLM_F32) {
+		llm_cpu_gemm(be, LLM_GEMM_N, LLM_GEMM_T, n, n_out, n_in, 1.0f, x, n_in,
+		             w->data, n_in, 0.0f, y, n_out);
+		return;
+	}
+	size_t rb = llm_tensor_row_size(w);
+	float *tile = llm_cpu_shared(be, (size_t)MMB_TILE * n_in);
+	for (int r0 = 0; r0 < n_out; r0 += MMB_TILE) {
+		int nr = n_out - r0 < MMB_TILE ? n_out - r0 : MMB_TILE;
+		struct llm_tensor part = *w;
+		part.ne[1] = nr;
+		part.data = (char *)w->data + (size_t)r0 * rb;
+		struct conv_args a = { &part, tile };
+		llm_pool_for(llm_cpu_pool(be), nr, 16, conv_task, &a);
+		llm_cpu_gemm(be, LLM_GEMM_N, LLM_GEMM_T, n, nr, n_in, 1.0f, x, n_in, tile,
+		             n_in, 0.0f, y + r0, n_out);
+	}
+}
+
 void llm_cpu_matmul_bwd(struct llm_backend *be, const struct llm_tensor *w,
                         const float *dy, float *dx, int n, float beta)
 {
 	int n_in = (int)w->ne[0], n_out = (int)w->ne[1];
-	const float *wf = w->data;
 
-	if (w->type != LLM_F32) {
-		struct conv_args a = { w, llm_cpu_shared(be, (size_t)n_in * n_out) };
-		llm_pool_for(llm_cpu_pool(be), n_out, 64, conv_task, &a);
-		wf = a.dst;
+	if (w->type == LLM_F32) {
+		llm_cpu_gemm(be, LLM_GEMM_N, LLM_GEMM_N, n, n_in, n_out, 1.0f, dy, n_out,
+		             w->data, n_in, beta, dx, n_in);
+		return;
 	}
-	llm_cpu_gemm(be, LLM_GEMM_N, LLM_GEMM_N, n, n_in, n_out, 1.0f, dy, n_out, wf,
-	             n_in, beta, dx, n_in);
+	size_t rb = llm_tensor_row_size(w);
+	float *tile = llm_cpu_shared(be, (size_t)MMB_TILE * n_in);
+	for (int r0 = 0; r0 < n_out; r0 += MMB_TILE) {
+		int nr = n_out - r0 < MMB_TILE ? n_out - r0 : MMB_TILE;
+		struct llm_tensor part = *w;
+		part.ne[1] = nr;
+		part.data = (char *)w->data + (size_t)r0 * rb;
+		struct conv_args a = { &part, tile };
+		llm_pool_for(llm_cpu_pool(be), nr, 16, conv_task, &a);
+		llm_cpu_gemm(be, LLM_GEMM_N, LLM_GEMM_N, n, n_in, nr, 1.0f, dy + r0, n_out,
+		             tile, n_in, r0 ? 1.0f : beta, dx, n_in);
+	}
 }
 
 /* ---------------------------------------------------------------- rmsnorm */

@@ -22,6 +22,8 @@ void llm_cpu_gemm(struct llm_backend *be, enum llm_gemm_op ta,
                   enum llm_gemm_op tb, int m, int n, int k, float alpha,
                   const float *a, int lda, const float *b, int ldb, float beta,
                   float *c, int ldc);
+void llm_cpu_matmul_train(struct llm_backend *be, const struct llm_tensor *w,
+                          const float *x, float *y, int n);
 void llm_cpu_matmul_bwd(struct llm_backend *be, const struct llm_tensor *w,
                         const float *dy, float *dx, int n, float beta);
 void llm_cpu_rmsnorm_bwd(struct llm_backend *be, const float *x, const float *w,

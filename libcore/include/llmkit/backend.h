@@ -126,6 +126,21 @@ struct llm_backend_ops {
 	/* Wait for queued work (no-op on the CPU). */
 	void (*synchronize)(struct llm_backend *be);
 
+	/*
+	 * Device backends (host_memory false; both NULL on the CPU).  Their
+	 * ops take weights - matmul's and get_rows' w->data, rmsnorm's w,
+	 * add_bias's b, rope's inv_freq - as the model's host memory and keep
+	 * one device copy of each, found by address; index arrays (ids, pos,
+	 * slots, the attention batch's pos and tables) are host memory on
+	 * every backend.  weight makes the device copy ahead of time (0, or
+	 * LLM_ENOMEM when the device is full).  The ops return nothing, so a
+	 * device backend keeps its first failure (a device error, out of
+	 * memory, a bad index; later ops then do nothing): status returns it
+	 * with its message set again, or 0.
+	 */
+	int (*weight)(struct llm_backend *be, const void *host, size_t bytes);
+	int (*status)(struct llm_backend *be);
+
 	/* ------------------------------------------------ LoRA and training
 	 * Every op below writes its outputs in a fixed order that does not
 	 * depend on the number of threads or on timing, so a training run is
@@ -143,6 +158,12 @@ struct llm_backend_ops {
 	             enum llm_gemm_op tb, int m, int n, int k, float alpha,
 	             const float *a, int lda, const float *b, int ldb, float beta,
 	             float *c, int ldc);
+	/* y (n x w->ne[1]) = x . w^T like matmul, but for training: the pieces
+	 * depend only on the sizes, so the bits do not depend on the thread
+	 * count (matmul sizes its pieces by the threads); non-f32 weights are
+	 * dequantized a tile of rows at a time and multiplied in f32. */
+	void (*matmul_train)(struct llm_backend *be, const struct llm_tensor *w,
+	                     const float *x, float *y, int n);
 	/* Backward of matmul for the input: dx (n x w->ne[0]) = beta dx +
 	 * dy (n x w->ne[1]) . w, for every dtype matmul takes (non-f32 weights
 	 * are converted a block of rows at a time). */
@@ -194,8 +215,10 @@ struct llm_backend {
 };
 
 /*
- * Create a backend: device "cpu" (or NULL), or "cuda" when built with it.
- * n_threads <= 0 picks the number of online CPUs.
+ * Create a backend: device "cpu" (or NULL), or "cuda" / "cuda:N" (GPU N,
+ * default 0) when built with CUDA.  n_threads <= 0 picks the number of
+ * online CPUs.  No device, or a build without CUDA: LLM_ENOTFOUND /
+ * LLM_EUNSUPPORTED with a message saying which.
  */
 int llm_backend_init(struct llm_backend **out, const char *device, int n_threads);
 void llm_backend_free(struct llm_backend *be);
@@ -205,6 +228,20 @@ int llm_backend_cpu_init(struct llm_backend **out, int n_threads);
 /* Instruction set the CPU kernels use: "avx512", "avx2" or "scalar".
  * LLMKIT_CPU=scalar|avx2 in the environment caps it (for tests). */
 const char *llm_cpu_isa(void);
+
+/* The CUDA backend on GPU device (libcore/cuda; LLM_EUNSUPPORTED in a
+ * build without CUDA), and llm_backend_init's parsing of "cuda[:N]". */
+int llm_backend_cuda_init(struct llm_backend **out, int device, int n_threads);
+int llm_backend_cuda_open(struct llm_backend **out, const char *device,
+                          int n_threads);
+/* CUDA devices present: 0 without any, or in a build without CUDA. */
+int llm_cuda_device_count(void);
+/* Device memory bandwidth by a copy kernel over bytes (0: 1 GiB) read and
+ * written, best of reps: bytes moved per second (read + write). */
+int llm_cuda_membw(uint64_t bytes, int reps, double *best);
+/* cuBLAS peak of the prefill path's product (f16 in, f32 sums), dim^3
+ * (0: 8192), best of reps: floating-point operations per second. */
+int llm_cuda_gemm_peak(int dim, int reps, double *best);
 
 #ifdef __cplusplus
 }

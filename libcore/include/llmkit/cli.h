@@ -48,6 +48,15 @@ void llm_cli_help(const struct llm_cli *cli, FILE *f);
 /* Print "prog: message" to stderr and exit with status 2 (bad usage). */
 void llm_cli_usage_error(const struct llm_cli *cli, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3), noreturn));
+/*
+ * --device, the same in every program that computes: "cpu", "cuda" or
+ * "cuda:N".  llm_cli_device checks a value (0, or LLM_EINVAL with a
+ * message) and stores it in *device for llm_ctx_params.device.
+ */
+#define LLM_CLI_DEVICE_ARG "DEV"
+#define LLM_CLI_DEVICE_HELP "compute on cpu, cuda or cuda:N (GPU N) (default: cpu)"
+int llm_cli_device(const char *arg, const char **device);
+
 /* Print "prog: <llm_errmsg()>" to stderr. */
 void llm_cli_report(const char *prog);
 /* Close stdout, reporting a failed write (full disk, closed pipe); returns

@@ -1,0 +1,138 @@
+#!/bin/sh
+# cuda.sh - the CUDA backend against the GPU's own limits, from one run:
+#
+#   0. the card: copy-kernel bandwidth (bytes read + written per second)
+#      and the cuBLAS peak of the prefill product (f16 in, f32 sums), both
+#      measured here (tests/cuda-peak), before and after
+#   1. decode (tg128, one stream): weight bytes read per second over the
+#      copy bandwidth (llm-bench --membw's roofline)    target >= 0.7
+#   2. prefill (pp512): 2 x parameters x tokens/s over the cuBLAS peak
+#   3. batched decode at 1, 16, 64, 256 sequences: tokens/s of all streams
+#
+# for random-weight models of TinyLlama-1.1B's and Llama-3-8B's shapes in
+# f16, q8_0 and q4_0 (llm-convert --dummy, llm-quantize --pure), and greedy
+# text of stories260K on the GPU against the CPU's as a sanity check.
+#
+# Usage: scripts/bench/cuda.sh
+# Environment: LLMKIT_BIN (build directory, default: the source tree),
+# BENCH_DIR (models made or reused, default $TMPDIR/llmkit-bench-cuda),
+# SHAPES ("TinyLlama-1.1B Llama-3-8B"), TYPES ("f16 q8_0 q4_0"), REPS (3),
+# BATCHES ("1 16 64 256"), THREADS (for making the models; all cores).
+#
+# Exits 77 when there is no GPU (or the build has no CUDA).
+set -eu
+
+src=$(cd "$(dirname "$0")/../.." && pwd)
+bin=${LLMKIT_BIN:-$src}
+dir=${BENCH_DIR:-${TMPDIR:-/tmp}/llmkit-bench-cuda}
+shapes=${SHAPES:-TinyLlama-1.1B Llama-3-8B}
+types=${TYPES:-f16 q8_0 q4_0}
+reps=${REPS:-3}
+batches=${BATCHES:-1 16 64 256}
+threads=${THREADS:-$(nproc 2>/dev/null || echo 4)}
+data=${LLMKIT_DATA:-$src/../shared/data}
+
+bench=$bin/tools/llm-bench
+for p in "$bench" "$bin/tools/llm-convert" "$bin/tools/llm-quantize" "$bin/tools/llm-generate"; do
+	[ -x "$p" ] || { echo "cuda.sh: $p not built (make, or set LLMKIT_BIN)" >&2; exit 1; }
+done
+peak=$bin/tests/cuda-peak
+[ -x "$peak" ] || make -C "$bin" tests/cuda-peak >/dev/null
+set +e
+"$peak" > /dev/null 2>&1
+rc=$?
+set -e
+if [ $rc -eq 77 ]; then
+	echo "cuda.sh: no CUDA device (or a build without CUDA): SKIP"
+	exit 77
+fi
+[ $rc -eq 0 ] || { "$peak"; exit 1; }
+mkdir -p "$dir"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# column NAME of the first CSV row matching KEY=VALUE pairs (quoted fields ok)
+csv_get() {
+	awk -v want="$2" -v conds="$3" '
+	function split_csv(line, out,    n, i, c, f, q) {
+		n = 0; f = ""; q = 0
+		for (i = 1; i <= length(line); i++) {
+			c = substr(line, i, 1)
+			if (c == "\"") q = !q
+			else if (c == "," && !q) { out[++n] = f; f = "" }
+			else f = f c
+		}
+		out[++n] = f
+		return n
+	}
+	NR == 1 { n = split_csv($0, h); for (i = 1; i <= n; i++) col[h[i]] = i; next }
+	{
+		split_csv($0, v)
+		nc = split(conds, cs, " ")
+		for (k = 1; k <= nc; k++) {
+			split(cs[k], kv, "=")
+			if (v[col[kv[1]]] != kv[2]) next
+		}
+		print v[col[want]]
+		exit
+	}' "$1"
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a != "") printf "%.3f", a / b; else print "n/a" }'; }
+
+nvidia-smi --query-gpu=name,memory.total,clocks.max.memory --format=csv,noheader 2>/dev/null || true
+"$peak" > "$tmp/peak0"
+bw=$(awk '$1 == "membw_bytes_per_s" { print $2 }' "$tmp/peak0")
+fl=$(awk '$1 == "gemm_flops" { print $2 }' "$tmp/peak0")
+awk -v b="$bw" -v f="$fl" 'BEGIN { printf "copy bandwidth %.1f GB/s (read + write); cuBLAS f16->f32 peak %.1f TFLOP/s\n", b / 1e9, f / 1e12 }'
+
+# sanity: greedy text on the GPU equals the CPU's
+if [ -r "$data/models/stories260K.gguf" ]; then
+	for d in cpu cuda; do
+		"$bin/tools/llm-generate" -m "$data/models/stories260K.gguf" --greedy -n 100 \
+			-p "Once upon a time" --device $d > "$tmp/text.$d"
+	done
+	if cmp -s "$tmp/text.cpu" "$tmp/text.cuda"; then
+		echo "stories260K greedy text: GPU == CPU"
+	else
+		echo "stories260K greedy text: GPU != CPU (!)"
+	fi
+fi
+
+echo
+echo "| model | type | file GiB | decode tok/s | decode / bandwidth | prefill tok/s | prefill / cuBLAS peak |$(for b in $batches; do printf ' tok/s x%s |' "$b"; done)"
+echo "|---|---|---|---|---|---|---|$(for b in $batches; do printf -- '---|'; done)"
+for shape in $shapes; do
+	f16=$dir/$shape-f16.gguf
+	if [ ! -s "$f16" ]; then
+		echo "making $f16" >&2
+		"$bin/tools/llm-convert" --dummy "$shape" --dtype f16 -t "$threads" -o "$f16" >&2
+	fi
+	for t in $types; do
+		f=$dir/$shape-$t.gguf
+		[ "$t" = f16 ] && f=$f16
+		if [ ! -s "$f" ]; then
+			echo "making $f" >&2
+			"$bin/tools/llm-quantize" -q --pure -t "$t" --threads "$threads" "$f16" "$f" >&2
+		fi
+		"$bench" -m "$f" --device cuda -r "$reps" -p 1 -n 128 -b 1 --membw -o csv > "$tmp/tg.csv"
+		"$bench" -m "$f" --device cuda -r "$reps" -p 512 -n 1 -b 1 -o csv > "$tmp/pp.csv"
+		bl=$(echo $batches | tr ' ' ',')
+		"$bench" -m "$f" --device cuda -r "$reps" -p 128 -n 128 -b "$bl" --full-prefill -o csv > "$tmp/b.csv"
+		tg=$(csv_get "$tmp/tg.csv" tokens_per_s "kind=tg batch=1")
+		rl=$(csv_get "$tmp/tg.csv" roofline "kind=tg batch=1")
+		pp=$(csv_get "$tmp/pp.csv" tokens_per_s "kind=pp")
+		params=$(csv_get "$tmp/pp.csv" n_params "kind=pp")
+		ppr=n/a
+		[ -n "$params" ] && ppr=$(awk -v p="$params" -v t="$pp" -v f="$fl" 'BEGIN { if (f > 0 && t != "") printf "%.3f", 2 * p * t / f; else print "n/a" }')
+		printf '| %s | %s | %.2f | %s | %s | %s | %s |' "$shape" "$t" \
+			"$(awk -v b="$(wc -c < "$f")" 'BEGIN { print b / 1073741824 }')" \
+			"$tg" "$rl" "$pp" "$ppr"
+		for b in $batches; do
+			printf ' %s |' "$(csv_get "$tmp/b.csv" tokens_per_s "kind=tg batch=$b")"
+		done
+		echo
+	done
+done
+"$peak" > "$tmp/peak1"
+awk '$1 == "membw_bytes_per_s" { b = $2 } $1 == "gemm_flops" { f = $2 } END { printf "\nafter: copy bandwidth %.1f GB/s; cuBLAS peak %.1f TFLOP/s\n", b / 1e9, f / 1e12 }' "$tmp/peak1"
+echo "targets: decode / bandwidth >= 0.7 (the copy kernel moves each byte twice: read and write)"
