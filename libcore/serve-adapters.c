@@ -68,6 +68,25 @@ void llm_serve_adapters_models(struct llm_engine *eng, const char *model_name,
 	free(v);
 }
 
+char *llm_serve_model_one(struct llm_serve *s, const char *name)
+{
+	char *all = llm_serve_models_json(s), *one = NULL;
+	json_t *o = all ? json_loads(all, 0, NULL) : NULL;
+	json_t *data = o ? json_object_get(o, "data") : NULL;
+	size_t i;
+	json_t *m;
+	free(all);
+	json_array_foreach(data, i, m) {
+		json_t *id = json_object_get(m, "id");
+		if (json_is_string(id) && !strcmp(json_string_value(id), name)) {
+			one = json_dumps(m, JSON_COMPACT);
+			break;
+		}
+	}
+	json_decref(o);
+	return one;
+}
+
 static void escape_label(FILE *f, const char *s)
 {
 	/* names are [A-Za-z0-9_.-]: nothing to escape, but stay safe */

@@ -23,6 +23,9 @@ int llm_serve_adapter_of(struct llm_engine *eng, const char *model_name,
 /* Append the adapters to /v1/models' data array. */
 void llm_serve_adapters_models(struct llm_engine *eng, const char *model_name,
                                long long created, json_t *data);
+/* GET /v1/models/NAME: the entry of /v1/models' list named NAME (malloc'd
+ * JSON), NULL when there is none. */
+char *llm_serve_model_one(struct llm_serve *s, const char *name);
 /* Per-adapter series for /metrics. */
 void llm_serve_adapters_metrics(struct llm_engine *eng, FILE *f);
 /*

@@ -59,6 +59,12 @@ check "20 concurrent over 5 adapters, 2 resident: same text ($same of $n)" \
 check "never more than 2 resident (peak $peak)" [ "$peak" -le 2 ]
 check "adapters were evicted ($ev)" [ "$ev" -ge 3 ]
 
+curl -s "$url/v1/models/a2" > "$tmp/one"
+check "/v1/models/a2: the adapter, parent the base" \
+	[ "$(jget "$tmp/one" 'j["id"] + " " + j["parent"]')" = "a2 stories260K" ]
+code=$(curl -s -o /dev/null -w '%{http_code}' "$url/v1/models/nosuch")
+check "/v1/models/nosuch: 404" [ "$code" = 404 ]
+
 # unknown adapter: 404 naming it
 code=$(curl -s -o "$tmp/r" -w '%{http_code}' "$url/v1/completions" \
 	-d '{"model": "nosuch", "prompt": "Once", "max_tokens": 2}')
@@ -101,15 +107,16 @@ def gen():
     done.append((time.time(), st, o.get("usage", {}).get("completion_tokens")))
 ts = [threading.Thread(target=gen) for _ in range(4)]
 [t.start() for t in ts]
-while True:   # until they run
+while True:   # until all four are in (and some run)
     a = json.load(urllib.request.urlopen(url + "/v1/adapters/a3"))
-    if a["requests_running"] > 0: break
+    if a["requests_in_flight"] == 4 and a["requests_running"] > 0: break
     time.sleep(0.002)
 st, o = post("/v1/adapters/unload", {"name": "a3"})
 t_unload = time.time()
 [t.join() for t in ts]
 print(st, o.get("state"), all(s == 200 and n == 400 for _, s, n in done),
-      all(t <= t_unload for t, _, _ in done))
+      # the replies reach this client about when the unload's does
+      all(t <= t_unload + 0.25 for t, _, _ in done))
 PY
 check "unload while in use waits: $(cat "$tmp/unload")" \
 	[ "$(cat "$tmp/unload")" = "200 disk True True" ]

@@ -46,7 +46,8 @@ struct llm_adapters_params {
 	int max_active;           /* adapters resident at once (default 64; 0: no
 	                             limit) */
 	uint64_t max_mem;         /* bytes of resident adapter matrices (0: no
-	                             limit) */
+	                             limit; one adapter larger than it is still
+	                             read when nothing else is resident) */
 	/* device tier (NULL: host memory only) */
 	int (*upload)(void *user, const char *name, struct llm_lora *a);
 	void (*drop)(void *user, const char *name, struct llm_lora *a);
