@@ -206,6 +206,9 @@ int llm_sreq_new(struct llm_sreq **out, const struct llm_sreq_params *p)
 		return llm_error(LLM_EINVAL, "request: empty prompt");
 	if (p->gen.n_beams > 0)
 		return llm_error(LLM_EINVAL, "request: beam search is not served");
+	if (p->adapter < -1)
+		return llm_error(LLM_EINVAL, "request: adapter %d (-1: the base model)",
+		                 p->adapter);
 	if (p->gen.n_stop < 0 || p->gen.n_stop > LLM_MAX_STOP)
 		return llm_error(LLM_EINVAL, "request: %d stop strings (at most %d)",
 		                 p->gen.n_stop, LLM_MAX_STOP);

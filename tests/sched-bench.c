@@ -1,28 +1,35 @@
 /*
  * sched-bench - the serving engine in-process, with closed-loop clients:
  * each client submits a request, waits for it to finish, submits the
- * next.  Runs the same workload under several engine setups and prints
- * throughput, TTFT / end-to-end percentiles and the engine's own overhead
- * (time outside llm_decode and sampling, over the busy time).
+ * next, for a fixed time; throughput is the tokens generated in that time
+ * (a time window, not a fixed set of requests: with a fixed set, the
+ * client with the longest chain of outputs sets the wall time whatever
+ * the policy).  Runs the same workload under several engine setups and
+ * prints throughput, TTFT / end-to-end percentiles and the engine's own
+ * overhead (time outside llm_decode and sampling, over the busy time).
  *
- *   sched-bench -m model.gguf [-t threads] [-c clients] [-r per-client]
- *               [-b max_batch] [-s serial-requests] [-L lengths.csv]
- *               [-P policies] [-T step-trace]
+ *   sched-bench -m model.gguf [-t threads] [-c clients] [-b max_batch]
+ *               [-D seconds] [-s serial-seconds] [-L lengths.csv]
+ *               [-p prompt-divisor] [-d output-divisor]
+ *               [-P modes] [-S seed] [-T step-trace]
  *
- * Modes (-P, comma-separated): serial (one request at a time: max_batch
- * 1), and any policy name (continuous, static, ...) at max_batch -b.
- * Prompt and output lengths are drawn from a ShareGPT lengths CSV
- * (num_prefill_tokens,num_decode_tokens; divided by -p (32) and -d (4)
- * and clamped to 8..128 and 4..256 for a small model with a 512-token
- * context) or, without -L, from uniform ranges of the same bounds.  Output lengths are forced
- * (ignore_eos) so every mode does the same work.
+ * Modes (-P, comma-separated): serial (one request at a time: one client,
+ * max_batch 1), and any policy name (continuous, static, ...) at max_batch
+ * -b with -c clients.  Prompt and output lengths are drawn from a ShareGPT
+ * lengths CSV (num_prefill_tokens,num_decode_tokens; divided by -p (64)
+ * and -d (8) and clamped to 8..128 and 4..256 for a small model with a
+ * 512-token context) or, without -L, from uniform ranges of the same
+ * bounds.  Output lengths are forced (ignore_eos) so every mode does the
+ * same kind of work; every client replays its own list of draws.
  */
 #include <getopt.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "llmkit/error.h"
 #include "llmkit/forward.h"
@@ -40,22 +47,25 @@ struct bench {
 	struct llm_engine *e;
 	struct job *jobs;         /* (clients x per_client) */
 	int per_client;
-	double *ttft, *e2e;       /* per job */
-	int64_t gen_tokens;
+	double *ttft, *e2e;       /* per finished or cut request */
+	int n_ttft, n_e2e, cap;
+	atomic_bool stop;
 	pthread_mutex_t mu;
 };
 
 struct client {
 	struct bench *b;
-	int first, n;             /* jobs first .. first + n - 1 */
+	int first;                /* its jobs: first .. first + per_client - 1 */
 };
 
+/* A closed-loop client: submit, wait for the end, submit the next, until
+ * the measurement stops (the engine then cancels what is in flight). */
 static void *client_main(void *arg)
 {
 	struct client *c = arg;
 	struct bench *b = c->b;
-	for (int j = c->first; j < c->first + c->n; j++) {
-		struct job *jb = &b->jobs[j];
+	for (int k = 0; !atomic_load(&b->stop); k++) {
+		struct job *jb = &b->jobs[c->first + k % b->per_client];
 		struct llm_sreq_params sp;
 		struct llm_sreq *r;
 		struct llm_sreq_snap s;
@@ -67,35 +77,36 @@ static void *client_main(void *arg)
 		sp.gen.max_tokens = jb->max_tokens;
 		sp.gen.ignore_eos = true;
 		sp.adapter = -1;
-		if (llm_sreq_new(&r, &sp) || llm_engine_submit(b->e, r)) {
+		if (llm_sreq_new(&r, &sp)) {
 			fprintf(stderr, "sched-bench: %s\n", llm_errmsg());
 			exit(1);
 		}
+		if (llm_engine_submit(b->e, r)) {
+			llm_sreq_release(r);
+			break;                /* stopping */
+		}
 		while (!llm_sreq_wait(r, (size_t)-1, 1 << 30, -1))
 			;
-		if (llm_sreq_snapshot(r, 0, 0, &s) || s.error) {
+		if (llm_sreq_snapshot(r, 0, 0, &s)) {
+			fprintf(stderr, "sched-bench: %s\n", llm_errmsg());
+			exit(1);
+		}
+		if (s.error && s.error != LLM_ECANCELED) {
 			fprintf(stderr, "sched-bench: request failed: %s\n", s.errmsg);
 			exit(1);
 		}
 		pthread_mutex_lock(&b->mu);
-		b->ttft[j] = s.t_first;
-		b->e2e[j] = s.t_total;
-		b->gen_tokens += s.n_tokens;
+		if (b->n_ttft < b->cap) {
+			/* cut before its first token: it waited at least this long */
+			b->ttft[b->n_ttft++] = s.t_first > 0 ? s.t_first : s.t_total;
+			if (!s.error)
+				b->e2e[b->n_e2e++] = s.t_total;
+		}
 		pthread_mutex_unlock(&b->mu);
 		llm_sreq_snap_free(&s);
 		llm_sreq_release(r);
 	}
 	return NULL;
-}
-
-static FILE *trace;
-
-static void trace_step(void *user, const struct llm_step_info *si)
-{
-	(void)user;
-	fprintf(trace, "%s %.4f %.5f %.5f %d %d %d %d %d %d\n", (const char *)user,
-	        si->t, si->t_step, si->t_decode, si->n_seqs, si->n_tokens,
-	        si->n_prefill, si->n_waiting, si->n_running, si->cap);
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -106,6 +117,8 @@ static int cmp_double(const void *a, const void *b)
 
 static double pct(double *v, int n, double q)
 {
+	if (n == 0)
+		return NAN;
 	qsort(v, n, sizeof(*v), cmp_double);
 	int i = (int)ceil(q * n) - 1;
 	return v[i < 0 ? 0 : i >= n ? n - 1 : i];
@@ -114,17 +127,35 @@ static double pct(double *v, int n, double q)
 struct result {
 	double tput, ttft50, ttft99, e2e50, e2e99, overhead, t_sample, wall;
 	double mean_batch;
+	double tput_cpu;          /* tokens per CPU second of this process */
+	int done;
 };
 
+static FILE *trace;
+
+static void trace_step(void *user, const struct llm_step_info *si)
+{
+	fprintf(trace, "%s %.4f %.5f %.5f %d %d %d %d %d %d\n", (const char *)user,
+	        si->t, si->t_step, si->t_decode, si->n_seqs, si->n_tokens,
+	        si->n_prefill, si->n_waiting, si->n_running, si->cap);
+}
+
+/*
+ * clients closed-loop clients for `duration` seconds: throughput is the
+ * tokens generated in that time over it; then the engine stops and
+ * cancels what is in flight (a request cut before its first token counts
+ * the time it waited as its TTFT, a lower bound).
+ */
 static int run_mode(struct llm_ctx *ctx, const struct llm_tokenizer *tok,
                     const char *policy, int max_batch, struct job *jobs,
-                    int clients, int per_client, struct result *res)
+                    int clients, int per_client, double duration,
+                    struct result *res)
 {
 	struct llm_engine_params ep;
 	struct llm_policy_params pp;
 	struct bench b;
 	struct llm_engine_metrics m;
-	int rc, n = clients * per_client;
+	int rc;
 
 	llm_engine_params_default(&ep);
 	llm_policy_params_default(&pp);
@@ -133,34 +164,41 @@ static int run_mode(struct llm_ctx *ctx, const struct llm_tokenizer *tok,
 		ep.on_step = trace_step;
 		ep.step_user = (void *)policy;
 	}
+	memset(&b, 0, sizeof(b));
 	if ((rc = llm_policy_new(&ep.policy, policy, &pp)) ||
 	    (rc = llm_engine_new(&b.e, ctx, tok, &ep)) ||
 	    (rc = llm_engine_start(b.e)))
 		return rc;
 	b.jobs = jobs;
 	b.per_client = per_client;
-	b.ttft = calloc(n, sizeof(double));
-	b.e2e = calloc(n, sizeof(double));
-	b.gen_tokens = 0;
+	b.cap = 1 << 16;
+	b.ttft = calloc(b.cap, sizeof(double));
+	b.e2e = calloc(b.cap, sizeof(double));
+	atomic_init(&b.stop, false);
 	pthread_mutex_init(&b.mu, NULL);
 	pthread_t *th = calloc(clients, sizeof(*th));
 	struct client *cl = calloc(clients, sizeof(*cl));
-	double t0 = llm_time_now();
+	double t0 = llm_time_now(), c0 = llm_time_cpu();
 	for (int i = 0; i < clients; i++) {
-		cl[i] = (struct client){ &b, i * per_client, per_client };
+		cl[i] = (struct client){ &b, i * per_client };
 		pthread_create(&th[i], NULL, client_main, &cl[i]);
 	}
+	while (llm_time_now() - t0 < duration)
+		usleep(20000);
+	llm_engine_metrics(b.e, &m);
+	double wall = llm_time_now() - t0, cpu = llm_time_cpu() - c0;
+	atomic_store(&b.stop, true);
+	llm_engine_stop(b.e, false);
 	for (int i = 0; i < clients; i++)
 		pthread_join(th[i], NULL);
-	double wall = llm_time_now() - t0;
-	llm_engine_stop(b.e, true);
-	llm_engine_metrics(b.e, &m);
 	res->wall = wall;
-	res->tput = b.gen_tokens / wall;
-	res->ttft50 = pct(b.ttft, n, 0.50);
-	res->ttft99 = pct(b.ttft, n, 0.99);
-	res->e2e50 = pct(b.e2e, n, 0.50);
-	res->e2e99 = pct(b.e2e, n, 0.99);
+	res->tput = m.gen_tokens / wall;
+	res->tput_cpu = cpu > 0 ? m.gen_tokens / cpu : 0;
+	res->done = b.n_e2e;
+	res->ttft50 = pct(b.ttft, b.n_ttft, 0.50);
+	res->ttft99 = pct(b.ttft, b.n_ttft, 0.99);
+	res->e2e50 = pct(b.e2e, b.n_e2e, 0.50);
+	res->e2e99 = pct(b.e2e, b.n_e2e, 0.99);
 	res->overhead = m.t_busy > 0 ? m.t_sched / m.t_busy : 0;
 	res->t_sample = m.t_busy > 0 ? m.t_sample / m.t_busy : 0;
 	res->mean_batch = m.batch_size.total ? m.batch_size.sum / m.batch_size.total : 0;
@@ -187,19 +225,20 @@ int main(int argc, char **argv)
 {
 	const char *model_path = NULL, *lengths = NULL;
 	const char *modes = "serial,continuous,static";
-	int threads = 2, clients = 32, per_client = 2, max_batch = 32, serial_n = 8;
-	int pdiv = 32, ddiv = 4;
+	int threads = 2, clients = 32, per_client = 64, max_batch = 32;
+	int pdiv = 64, ddiv = 8;
+	double duration = 30, serial_duration = 20;
 	uint64_t seed = 42;
 	int opt, rc;
 
-	while ((opt = getopt(argc, argv, "m:t:c:r:b:s:L:P:S:p:d:T:h")) != -1) {
+	while ((opt = getopt(argc, argv, "m:t:c:b:D:s:L:P:S:p:d:T:h")) != -1) {
 		switch (opt) {
 		case 'm': model_path = optarg; break;
 		case 't': threads = atoi(optarg); break;
 		case 'c': clients = atoi(optarg); break;
-		case 'r': per_client = atoi(optarg); break;
+		case 'D': duration = atof(optarg); break;
 		case 'b': max_batch = atoi(optarg); break;
-		case 's': serial_n = atoi(optarg); break;
+		case 's': serial_duration = atof(optarg); break;
 		case 'L': lengths = optarg; break;
 		case 'P': modes = optarg; break;
 		case 'S': seed = strtoull(optarg, NULL, 10); break;
@@ -213,15 +252,15 @@ int main(int argc, char **argv)
 		case 'd': ddiv = atoi(optarg); break;
 		default:
 			fprintf(stderr, "usage: sched-bench -m model.gguf [-t threads] "
-			        "[-c clients] [-r per-client] [-b max_batch] "
-			        "[-s serial-requests] [-L sharegpt-lengths.csv] "
+			        "[-c clients] [-b max_batch] [-D seconds] "
+			        "[-s serial-seconds] [-L sharegpt-lengths.csv] "
 			        "[-p prompt-divisor] [-d output-divisor] "
 			        "[-P serial,continuous,static] [-S seed] [-T step-trace]\n");
 			return 2;
 		}
 	}
-	if (!model_path || threads < 1 || clients < 1 || per_client < 1 ||
-	    max_batch < 1 || serial_n < 1 || pdiv < 1 || ddiv < 1) {
+	if (!model_path || threads < 1 || clients < 1 || max_batch < 1 ||
+	    !(duration > 0) || !(serial_duration > 0) || pdiv < 1 || ddiv < 1) {
 		fprintf(stderr, "sched-bench: -m is required; counts must be >= 1\n");
 		return 2;
 	}
@@ -288,49 +327,55 @@ int main(int argc, char **argv)
 	}
 	free(len);
 
-	printf("# sched-bench: %s, %d threads, %d clients x %d requests, max batch "
-	       "%d\n", model_path, threads, clients, per_client, max_batch);
-	printf("%-12s %8s %9s %9s %9s %9s %9s %7s %8s %8s\n", "mode", "wall_s",
-	       "tok/s", "ttft_p50", "ttft_p99", "e2e_p50", "e2e_p99", "batch",
+	printf("# sched-bench: %s, %d threads, %d closed-loop clients for %g s "
+	       "(one at a time: 1 client for %g s), max batch %d\n", model_path,
+	       threads, clients, duration, serial_duration, max_batch);
+	printf("%-12s %7s %6s %9s %9s %9s %9s %9s %9s %7s %8s %8s\n", "mode",
+	       "wall_s", "done", "tok/s", "tok/cpu_s", "ttft_p50", "ttft_p99", "e2e_p50", "e2e_p99", "batch",
 	       "sched%", "sample%");
 	double serial = 0, cont = 0, stat = 0, cont99 = 0, stat99 = 0, ovh = -1;
+	double serial_c = 0, cont_c = 0, stat_c = 0;
 	char buf[256];
 	snprintf(buf, sizeof(buf), "%s", modes);
 	for (char *sv = NULL, *mode = strtok_r(buf, ",", &sv); mode;
 	     mode = strtok_r(NULL, ",", &sv)) {
 		struct result r;
 		bool is_serial = !strcmp(mode, "serial");
-		/* one request at a time: one client, the first serial_n jobs */
+		/* one request at a time: one client, max batch 1 */
 		if (is_serial)
-			rc = run_mode(ctx, tok, "continuous", 1, jobs, 1,
-			              serial_n < n ? serial_n : n, &r);
+			rc = run_mode(ctx, tok, "continuous", 1, jobs, 1, per_client,
+			              serial_duration, &r);
 		else
 			rc = run_mode(ctx, tok, mode, max_batch, jobs, clients, per_client,
-			              &r);
+			              duration, &r);
 		if (rc) {
 			fprintf(stderr, "sched-bench: %s: %s\n", mode, llm_errmsg());
 			return 1;
 		}
-		printf("%-12s %8.2f %9.1f %9.3f %9.3f %9.3f %9.3f %7.1f %7.2f%% %7.2f%%\n",
-		       mode, r.wall, r.tput, r.ttft50, r.ttft99, r.e2e50, r.e2e99,
+		printf("%-12s %7.2f %6d %9.1f %9.1f %9.3f %9.3f %9.3f %9.3f %7.1f %7.2f%% "
+		       "%7.2f%%\n", mode, r.wall, r.done, r.tput, r.tput_cpu, r.ttft50, r.ttft99, r.e2e50, r.e2e99,
 		       r.mean_batch, 100 * r.overhead, 100 * r.t_sample);
 		fflush(stdout);
-		if (is_serial)
+		if (is_serial) {
 			serial = r.tput;
-		else if (!strcmp(mode, "continuous")) {
+			serial_c = r.tput_cpu;
+		} else if (!strcmp(mode, "continuous")) {
 			cont = r.tput;
+			cont_c = r.tput_cpu;
 			cont99 = r.ttft99;
 			ovh = r.overhead;
 		} else if (!strcmp(mode, "static")) {
 			stat = r.tput;
+			stat_c = r.tput_cpu;
 			stat99 = r.ttft99;
 		}
 	}
 	if (serial > 0 && cont > 0)
-		printf("continuous / one-at-a-time throughput: %.2fx (goal >= 6)\n",
-		       cont / serial);
+		printf("continuous / one-at-a-time throughput: %.2fx (goal >= 6); per "
+		       "CPU second %.2fx\n", cont / serial, cont_c / serial_c);
 	if (stat > 0 && cont > 0) {
-		printf("continuous / static throughput: %.2fx (goal >= 1.5)\n", cont / stat);
+		printf("continuous / static throughput: %.2fx (goal >= 1.5); per CPU "
+		       "second %.2fx\n", cont / stat, cont_c / stat_c);
 		printf("p99 TTFT continuous %.3f s, static %.3f s (goal: lower)\n", cont99,
 		       stat99);
 	}

@@ -206,6 +206,22 @@ START_TEST(full_batch_equals_alone)
 	run_engine(c, NREQ, 4096, false, res);
 	expect_reference(res, "batch of 32");
 	ck_assert_int_eq(res->m.requests_done, NREQ);
+	/* metrics: every request observed once, every token counted */
+	uint64_t toks = 0, prompt = 0;
+	for (int r = 0; r < NREQ; r++) {
+		toks += res->n[r];
+		prompt += plen[r];
+	}
+	ck_assert_uint_eq(res->m.gen_tokens, toks);
+	ck_assert_uint_eq(res->m.prompt_tokens, prompt);
+	ck_assert_uint_eq(res->m.ttft.total, NREQ);
+	ck_assert_uint_eq(res->m.e2e.total, NREQ);
+	ck_assert_uint_eq(res->m.queue_time.total, NREQ);
+	ck_assert_uint_eq(res->m.requests_submitted, NREQ);
+	ck_assert_int_eq(res->m.running, 0);
+	ck_assert_int_eq(res->m.waiting, 0);
+	ck_assert(res->m.t_decode > 0 && res->m.t_busy >= res->m.t_decode);
+	ck_assert(llm_hist_quantile(&res->m.ttft, 0.5) <= llm_hist_quantile(&res->m.ttft, 0.99));
 	ck_assert_int_eq(res->n_cached_total, 0);
 	/* the batch really was full at some point */
 	ck_assert_int_eq(res->max_seqs, NREQ);
@@ -361,6 +377,196 @@ START_TEST(queue_limit_and_bad_requests)
 }
 END_TEST
 
+
+
+/*
+ * Seeded sampling and stop strings through the engine: a request beside
+ * seven others gives llm_generate's text for it alone, streamed in pieces
+ * (wait / snapshot from offsets) that add up to the final text; with a
+ * stop string taken from that text, the text ends just before it.
+ */
+START_TEST(sampled_text_streams_like_alone)
+{
+	struct llm_ctx *c = new_ctx(8, 0);
+	int32_t *prompt;
+	int n_prompt;
+	const char *story = "Once upon a time, there was a little girl named Lily.";
+	ck_assert_int_eq(llm_tokenize(tok, story, strlen(story), true, false, &prompt,
+	                              &n_prompt), 0);
+	for (int pass = 0; pass < 2; pass++) {
+		struct llm_gen_request alone;
+		struct llm_gen_params g;
+		llm_gen_params_default(&g);
+		g.sampling.temperature = 0.9f;
+		g.sampling.seed = 7;
+		g.max_tokens = 60;
+		g.ignore_eos = true;
+		char stop[8] = "";
+		if (pass == 1) {
+			/* a stop string from the middle of the first pass's text */
+			memset(&alone, 0, sizeof(alone));
+			alone.prompt = prompt;
+			alone.n_prompt = n_prompt;
+			alone.params = g;
+			ck_assert_int_eq(llm_generate(c, tok, &alone, 1, NULL, NULL, NULL), 0);
+			ck_assert(alone.text_len > 40);
+			memcpy(stop, alone.text + alone.text_len / 2, 3);
+			llm_gen_request_clear(&alone);
+			g.stop[0] = stop;
+			g.n_stop = 1;
+		}
+		memset(&alone, 0, sizeof(alone));
+		alone.prompt = prompt;
+		alone.n_prompt = n_prompt;
+		alone.params = g;
+		ck_assert_int_eq(llm_generate(c, tok, &alone, 1, NULL, NULL, NULL), 0);
+		if (pass == 1) {
+			ck_assert_int_eq(alone.finish, LLM_FINISH_STOP);
+			ck_assert(!strstr(alone.text, stop));
+		}
+
+		struct llm_engine_params ep;
+		struct llm_engine *e;
+		struct llm_sreq *rq[8];
+		llm_engine_params_default(&ep);
+		ck_assert_int_eq(llm_engine_new(&e, c, tok, &ep), 0);
+		for (int i = 0; i < 8; i++) {
+			struct llm_sreq_params sp;
+			memset(&sp, 0, sizeof(sp));
+			sp.prompt = i == 3 ? prompt : prompts[i];
+			sp.n_prompt = i == 3 ? n_prompt : plen[i];
+			sp.gen = g;
+			sp.gen.sampling.seed = i == 3 ? 7 : 100 + i;
+			sp.adapter = -1;
+			ck_assert_int_eq(llm_sreq_new(&rq[i], &sp), 0);
+			ck_assert_int_eq(llm_engine_submit(e, rq[i]), 0);
+		}
+		ck_assert_int_eq(llm_engine_start(e), 0);
+		/* stream request 3 */
+		char text[4096];
+		size_t got = 0;
+		int toks = 0, pieces = 0;
+		for (;;) {
+			struct llm_sreq_snap s;
+			llm_sreq_wait(rq[3], got, toks, 5.0);
+			ck_assert_int_eq(llm_sreq_snapshot(rq[3], got, toks, &s), 0);
+			ck_assert_uint_eq(s.text_total, got + s.text_len);
+			ck_assert(got + s.text_len < sizeof(text));
+			memcpy(text + got, s.text, s.text_len);
+			got += s.text_len;
+			for (int k = 0; k < s.n_new; k++)
+				ck_assert_int_eq(s.tokens[k], alone.tokens[toks + k]);
+			toks += s.n_new;
+			pieces += s.text_len > 0;
+			bool done = s.done;
+			if (done) {
+				ck_assert_int_eq(s.error, 0);
+				ck_assert_int_eq(s.finish, alone.finish);
+			}
+			llm_sreq_snap_free(&s);
+			if (done)
+				break;
+		}
+		text[got] = 0;
+		ck_assert_int_eq(toks, alone.n_tokens);
+		ck_assert_str_eq(text, alone.text);
+		ck_assert_int_gt(pieces, 1);
+		llm_engine_stop(e, true);
+		for (int i = 0; i < 8; i++)
+			llm_sreq_release(rq[i]);
+		llm_engine_free(e);
+		llm_gen_request_clear(&alone);
+	}
+	free(prompt);
+	llm_ctx_free(c);
+}
+END_TEST
+
+/* Stopping without draining ends what is in flight as canceled. */
+START_TEST(stop_without_drain_cancels)
+{
+	struct llm_ctx *c = new_ctx(4, 0);
+	struct llm_engine_params ep;
+	struct llm_engine *e;
+	struct llm_sreq *r[3];
+	llm_engine_params_default(&ep);
+	ep.max_batch = 1;
+	ck_assert_int_eq(llm_engine_new(&e, c, tok, &ep), 0);
+	ck_assert_int_eq(llm_engine_start(e), 0);
+	for (int i = 0; i < 3; i++) {
+		struct llm_sreq_params sp;
+		memset(&sp, 0, sizeof(sp));
+		sp.prompt = prompts[i];
+		sp.n_prompt = plen[i];
+		greedy_params(&sp.gen);
+		sp.gen.max_tokens = 200;
+		sp.gen.ignore_eos = true;
+		sp.adapter = -1;
+		ck_assert_int_eq(llm_sreq_new(&r[i], &sp), 0);
+		ck_assert_int_eq(llm_engine_submit(e, r[i]), 0);
+	}
+	ck_assert(llm_sreq_wait(r[0], (size_t)-1, 1, 10));
+	llm_engine_stop(e, false);
+	for (int i = 0; i < 3; i++) {
+		struct llm_sreq_snap s;
+		ck_assert_int_eq(llm_sreq_snapshot(r[i], 0, 0, &s), 0);
+		ck_assert(s.done);
+		/* the first may have finished in the meantime; the last waited
+		 * behind two of 200 tokens in one slot */
+		if (i == 2 || s.error)
+			ck_assert_int_eq(s.error, LLM_ECANCELED);
+		else
+			ck_assert_int_eq(s.n_tokens, 200);
+		llm_sreq_snap_free(&s);
+		llm_sreq_release(r[i]);
+	}
+	ck_assert_int_eq(llm_engine_pending(e), 0);
+	ck_assert_int_eq(llm_kv_n_free_blocks(llm_ctx_kv(c)), llm_kv_n_blocks(llm_ctx_kv(c)));
+	llm_engine_free(e);
+	llm_ctx_free(c);
+}
+END_TEST
+
+
+/* Requests that outgrow the whole cache end at its size (finish
+ * "length"), one after the other, instead of failing or looping. */
+START_TEST(outgrowing_the_cache_ends_at_its_size)
+{
+	struct llm_ctx *c = new_ctx(4, 4);   /* 64 positions in all */
+	struct llm_engine_params ep;
+	struct llm_engine *e;
+	struct llm_sreq *r[2];
+	llm_engine_params_default(&ep);
+	ck_assert_int_eq(llm_engine_new(&e, c, tok, &ep), 0);
+	for (int i = 0; i < 2; i++) {
+		struct llm_sreq_params sp;
+		memset(&sp, 0, sizeof(sp));
+		sp.prompt = prompts[1 + 2 * i];
+		sp.n_prompt = plen[1 + 2 * i];
+		greedy_params(&sp.gen);
+		sp.gen.max_tokens = 150;
+		sp.gen.ignore_eos = true;
+		sp.adapter = -1;
+		ck_assert_int_lt(sp.n_prompt, 40);
+		ck_assert_int_eq(llm_sreq_new(&r[i], &sp), 0);
+		ck_assert_int_eq(llm_engine_submit(e, r[i]), 0);
+	}
+	ck_assert_int_eq(llm_engine_start(e), 0);
+	llm_engine_stop(e, true);
+	for (int i = 0; i < 2; i++) {
+		struct llm_sreq_snap s;
+		ck_assert_int_eq(llm_sreq_snapshot(r[i], 0, 0, &s), 0);
+		ck_assert(s.done && s.error == 0);
+		ck_assert_int_eq(s.finish, LLM_FINISH_LENGTH);
+		/* 64 positions computed, the last one's token sampled */
+		ck_assert_int_eq(s.n_prompt + s.n_tokens, 65);
+		llm_sreq_snap_free(&s);
+		llm_sreq_release(r[i]);
+	}
+	llm_engine_free(e);
+	llm_ctx_free(c);
+}
+END_TEST
 
 /* ---------------------------------------------------------------- policies */
 
@@ -894,6 +1100,9 @@ static Suite *sched_suite(void)
 	tcase_add_test(tc, preemption_equals_alone);
 	tcase_add_test(tc, cancel_frees_blocks);
 	tcase_add_test(tc, queue_limit_and_bad_requests);
+	tcase_add_test(tc, sampled_text_streams_like_alone);
+	tcase_add_test(tc, stop_without_drain_cancels);
+	tcase_add_test(tc, outgrowing_the_cache_ends_at_its_size);
 	tcase_add_test(tc, priority_ranks_and_ages);
 	tcase_add_test(tc, priority_preempts_in_engine);
 	tcase_add_test(tc, static_engine_never_joins_a_batch);

@@ -1,13 +1,13 @@
 #!/bin/sh
 # sched.sh - the serving engine's speed targets, in-process (no HTTP), on a
 # random-weight model of stories110M's shape, THREADS threads (2), CLIENTS
-# closed-loop clients (32) each sending ROUNDS requests (2) one after the
-# other, lengths drawn from the ShareGPT lengths trace (prompts / 32,
-# outputs / 4, clamped to 8..128 and 4..256 tokens), outputs forced to
-# their drawn length:
+# closed-loop clients (32) sending requests one after the other for
+# MODE_SECONDS (30) per mode, lengths drawn from the ShareGPT lengths trace
+# (prompts / 64, outputs / 8, clamped to 8..128 and 4..256 tokens),
+# outputs forced to their drawn length:
 #
 #   1. continuous batching's throughput over one request at a time
-#      (max batch 1, SERIAL requests of the same draw)        target >= 6x
+#      (one client, max batch 1, SERIAL_SECONDS (20))         target >= 6x
 #   2. continuous over static at equal max batch (32)         target >= 1.5x
 #   3. p99 time to first token, continuous below static
 #   4. engine overhead: time in the step loop outside llm_decode and
@@ -15,12 +15,14 @@
 #
 # One run prints every mode's row and the ratios; the load before and
 # after is shown (the machine may be shared: rerun when it was busy).
+# Throughput is also given per CPU second of the process (tok/cpu_s): on
+# a machine shared with other work that is the steadier figure.
 #
 # Usage: scripts/bench/sched.sh [extra sched-bench options]
 # Environment: LLMKIT_BIN (build directory, default: the source tree),
 # LLMKIT_DATA (data directory, default ../shared/data), BENCH_DIR (where
 # the model is made or reused, default $TMPDIR/llmkit-bench), THREADS,
-# CLIENTS, ROUNDS, SERIAL (8).
+# CLIENTS, MODE_SECONDS, SERIAL_SECONDS.
 set -eu
 
 src=$(cd "$(dirname "$0")/../.." && pwd)
@@ -29,8 +31,8 @@ data=${LLMKIT_DATA:-$src/../shared/data}
 dir=${BENCH_DIR:-${TMPDIR:-/tmp}/llmkit-bench}
 threads=${THREADS:-2}
 clients=${CLIENTS:-32}
-rounds=${ROUNDS:-2}
-serial=${SERIAL:-8}
+seconds=${MODE_SECONDS:-30}
+serial=${SERIAL_SECONDS:-20}
 
 sb="$bin/tests/sched-bench"
 convert="$bin/tools/llm-convert"
@@ -51,6 +53,6 @@ load() {
 }
 
 echo "# load before: $(load), $(nproc) CPUs"
-"$sb" -m "$model" -t "$threads" -c "$clients" -r "$rounds" -b "$clients" \
+"$sb" -m "$model" -t "$threads" -c "$clients" -D "$seconds" -b "$clients" \
 	-s "$serial" -L "$lengths" -P serial,continuous,static "$@"
 echo "# load after: $(load)"

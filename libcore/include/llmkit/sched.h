@@ -327,7 +327,9 @@ struct llm_hist {
 };
 
 void llm_hist_add(struct llm_hist *h, double x);
-/* The q-quantile (0..1) estimated from the buckets (upper bound). */
+/* The q-quantile (0..1) estimated from the buckets: the upper bound of
+ * the bucket it falls in (beyond the last bound: twice that bound); 0
+ * when empty. */
 double llm_hist_quantile(const struct llm_hist *h, double q);
 
 struct llm_engine_metrics {
