@@ -279,7 +279,6 @@ async def run(a):
         reqs = reqs or [(0, a.prompt_mean, a.output_mean, 0, None)]
     block_tok = max(1, int(512 * a.len_scale))
     results = []
-    m0 = metrics(a.url)
 
     def body_for(p, o, pri, blocks, i):
         if blocks:
@@ -307,6 +306,9 @@ async def run(a):
                         "t_end": te, "status": st, "tokens": ntok, "want": o,
                         "prompt": p, "priority": pri, "err": err})
 
+    if a.start_at:
+        await asyncio.sleep(max(0.0, a.start_at - time.time()))
+    m0 = metrics(a.url)
     start = time.monotonic()
     if a.clients:
         # closed loop for --duration seconds; what is still running then is
@@ -320,6 +322,8 @@ async def run(a):
                 await one(i, reqs[i % len(reqs)], time.monotonic() - start)
         tasks = [asyncio.create_task(client()) for _ in range(a.clients)]
         await asyncio.sleep(a.duration)
+        loop = asyncio.get_running_loop()
+        m_end = await loop.run_in_executor(None, metrics, a.url)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -333,8 +337,9 @@ async def run(a):
             tasks.append(asyncio.create_task(one(i, r, r[0])))
         await asyncio.gather(*tasks)
         wall = time.monotonic() - start
+        m_end = None
     await asyncio.sleep(0.5)     # let the server see the abandoned ones go
-    m1 = metrics(a.url)
+    m1 = m_end or metrics(a.url)
     return summarize(a, results, wall, m0, m1)
 
 
@@ -364,6 +369,9 @@ def summarize(a, res, wall, m0, m1):
          "wall_s": wall, "gen_tokens": sum(r["tokens"] for r in ok),
          "policy": None}
     s["tok_per_s"] = s["gen_tokens"] / wall if wall > 0 else 0
+    # all tokens the server generated in the window (also for requests
+    # still running at its end): the throughput of a closed loop
+    s["server_tok_per_s"] = delta("llmkit_generation_tokens_total") / wall if wall > 0 else 0
     s["req_per_s"] = len(ok) / wall if wall > 0 else 0
     # SLO attainment counts every request: a refused one missed it
     st = stats(ok)
@@ -396,10 +404,9 @@ def summarize(a, res, wall, m0, m1):
             s["policy"] = k.split('policy="', 1)[1].split('"', 1)[0]
     if a.trace:
         with open(a.trace, "w") as f:
-            for r in sorted(res, key=lambda r: r["t_send"]):
-                t0 = min(x["t_send"] for x in res)
+            for r in sorted(res, key=lambda r: r["t_sched"]):
                 f.write("%.3f %.4f %.4f %d %d\n" % (
-                    r["t_send"] - t0,
+                    r["t_sched"],
                     (r["t_first"] - r["t_send"]) if r["t_first"] else -1,
                     r["t_end"] - r["t_send"], r["priority"], r["status"]))
     return s
@@ -427,8 +434,10 @@ def main():
     p.add_argument("--slo-tpot", type=float, default=0.25, help="seconds")
     p.add_argument("--timeout", type=float, default=600)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--start-at", type=float, default=0,
+                   help="start at this Unix time (to line up with a season)")
     p.add_argument("--json", help="write the summary here")
-    p.add_argument("--trace", help="per-request lines: t_send ttft e2e priority status")
+    p.add_argument("--trace", help="per-request lines: t_scheduled ttft e2e priority status")
     a = p.parse_args()
     s = asyncio.run(run(a))
     out = json.dumps(s, indent=1)

@@ -511,9 +511,9 @@ fail:
 		llm_engine_stop(e, false);
 done:
 	llm_http_free(h);
+	llm_engine_free(e);         /* before the service its notify calls reach */
 	llm_serve_free(s);
-	llm_engine_free(e);
-	llm_adapters_free(ac);
+	llm_adapters_free(ac);      /* after the engine that pins them */
 	llm_policy_free(pol);
 	llm_ctx_free(ctx);
 	llm_tokenizer_free(tok);

@@ -13,14 +13,17 @@
 #    size batches from load.
 # 3. Mixed priorities under overload: per-class p99 TTFT.
 # Markdown tables on stdout; JSON per run and gnuplot PNGs (if gnuplot is
-# installed) in OUTDIR.  Environment: DURATION (seconds per run, 20),
-# CLIENTS (32), THREADS (2), MODEL (a GGUF; default a dummy made with
+# installed) in OUTDIR.  Environment: DURATION (seconds per closed-loop
+# run, 60), SHAPE_S (seconds of the open-loop shapes, 30),
+# CLIENTS (32), THREADS (2), RATE (open-loop base rate, req/s: 0.4 x
+# the closed loop's continuous completions), SECTIONS (which of 1 2 3 to run: 123), MODEL (a GGUF; default a dummy made with
 # llm-convert --dummy stories110M).
 set -eu
 src=$(cd "$(dirname "$0")/../.." && pwd)
 bin=${LLMKIT_BIN:-$src}
 out=${1:-/tmp/batchd-bench}
-D=${DURATION:-20}
+D=${DURATION:-60}
+DS=${SHAPE_S:-30}
 C=${CLIENTS:-32}
 T=${THREADS:-2}
 mkdir -p "$out"
@@ -46,7 +49,7 @@ run() {
 		sleep 0.2
 	done
 	python3 "$src/scripts/loadgen.py" --url "http://127.0.0.1:$(cat "$out/port")" \
-		--label "$label" --duration "$D" --json "$out/$label.json" \
+		--label "$label" --json "$out/$label.json" \
 		--trace "$out/$label.trace" "$@" > /dev/null
 	stop
 }
@@ -54,13 +57,13 @@ run() {
 table() {  # table JSON...: one markdown row each
 	python3 - "$@" <<'PY'
 import json, sys
-print("| run | policy | req | tok/s | TTFT p50/p95/p99 ms | TPOT p50/p95/p99 ms | e2e p50/p99 s | SLO | mean batch | step ms | preempt | overhead |")
+print("| run | policy | req done | tok/s | TTFT p50/p95/p99 ms | TPOT p50/p95/p99 ms | e2e p50/p99 s | SLO | mean batch | step ms | preempt | overhead |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 for f in sys.argv[1:]:
     d = json.load(open(f)); s = d["server"]
     ms = lambda k: "%.0f" % (1000 * d[k])
     print("| %s | %s | %d | %.1f | %s / %s / %s | %s / %s / %s | %.2f / %.2f | %.0f%% | %.1f | %.0f | %d | %.2f%% |" % (
-        d["label"], d["policy"], d["ok"], d["tok_per_s"],
+        d["label"], d["policy"], d["ok"], d.get("server_tok_per_s") or d["tok_per_s"],
         ms("ttft_p50"), ms("ttft_p95"), ms("ttft_p99"),
         ms("tpot_p50"), ms("tpot_p95"), ms("tpot_p99"),
         d["e2e_p50"], d["e2e_p99"], 100 * d["slo"], s["mean_batch"],
@@ -68,9 +71,12 @@ for f in sys.argv[1:]:
 PY
 }
 
+sections=${SECTIONS:-123}
 # ---------------------------------------------------------------- 1. closed loop
-lg="--clients $C --prompt-mean 48 --output-mean 32 --max-prompt 128 --max-output 48"
+case $sections in *1*)
+lg="--clients $C --shape sharegpt --rate 10 --len-scale 0.125 --max-prompt 128 --max-output 64"
 lg="$lg --slo-ttft 5 --slo-tpot 0.5"
+lg="$lg --duration $D"
 run one-at-a-time "--policy continuous --max-batch 1" $lg
 for p in static continuous adaptive window load predictive priority hybrid; do
 	extra=
@@ -95,28 +101,53 @@ one, st, co = j("one-at-a-time"), j("static"), j("continuous")
 print()
 print("continuous / one-at-a-time throughput: %.2fx; continuous / static: %.2fx; "
       "p99 TTFT continuous %.2f s vs static %.2f s" % (
-          co["tok_per_s"] / max(one["tok_per_s"], 1e-9),
-          co["tok_per_s"] / max(st["tok_per_s"], 1e-9),
+          co["server_tok_per_s"] / max(one["server_tok_per_s"], 1e-9),
+          co["server_tok_per_s"] / max(st["server_tok_per_s"], 1e-9),
           co["ttft_p99"], st["ttft_p99"]))
 s = co["server"]
 print("server overhead (continuous): HTTP %.3f s + scheduling %.3f s over %.1f s of steps "
       "(%.1f s in the forward) = %.2f%%" % (s["http_s"], s["sched_s"], s["busy_s"],
                                            s["decode_s"], 100 * s["overhead"]))
 PY
+;; esac
 
 # ---------------------------------------------------------------- 2. spike
-rate=$(python3 -c "import json; d=json.load(open('$out/continuous.json')); print(round(max(0.2, 0.4 * d['req_per_s']), 2))")
-sp="--shape spike --rate $rate --prompt-mean 48 --output-mean 32 --max-prompt 128 --max-output 48 --slo-ttft 5 --slo-tpot 0.5"
-for p in static continuous window load predictive; do
-	run "spike-$p" "--policy $p --max-batch 32 --period-s $D --buckets 20 --horizon-s 3" $sp
+# open-loop rates from the closed loop's completion rate
+rate=${RATE:-$(python3 -c "import json; d=json.load(open('$out/continuous.json')); print(round(max(0.2, 0.4 * d['req_per_s']), 2))")}
+case $sections in *2*)
+sp="--shape spike --duration $DS --rate $rate --prompt-mean 48 --output-mean 32 --max-prompt 128 --max-output 48 --slo-ttft 5 --slo-tpot 0.5"
+for p in static continuous window load; do
+	run "spike-$p" "--policy $p --max-batch 32" $sp
+done
+# predictive: one season = one run; a first run teaches it the spike (its
+# history saved at exit), the second is measured; both start on a season
+pred="--policy predictive --max-batch 32 --period-s $DS --buckets 10 --horizon-s $(python3 -c "print($DS / 5)") --history $out/pred.hist"
+rm -f "$out/pred.hist"
+t0=$(( $(date +%s) + 8 ))
+for r in learn spike-predictive; do
+	# the history belongs to one epoch: start a whole number of seasons on
+	t=$(( t0 + DS * ( ( $(date +%s) + 8 - t0 + DS - 1 ) / DS ) ))
+	run "$r" "$pred --epoch $t0" $sp --start-at "$t"
 done
 echo
-echo "## quiet (rate $rate/5) then spike (rate $rate x 3), open loop"
+echo "## quiet (rate $rate/5) then spike (rate $rate x 3), open loop, ${DS}s"
 echo
-table "$out"/spike-*.json
+table "$out"/spike-static.json "$out"/spike-continuous.json "$out"/spike-window.json \
+	"$out"/spike-load.json "$out"/spike-predictive.json
+python3 - "$out/spike-predictive.server.log" "$out/spike-continuous.trace" "$out/spike-predictive.trace" "$DS" <<'PY'
+import sys
+# mean TTFT of the requests sent in the first 2 s of the spike
+ds = float(sys.argv[4])
+for name, f in (("continuous", sys.argv[2]), ("predictive", sys.argv[3])):
+    xs = [float(l.split()[1]) for l in open(f) if ds / 2 <= float(l.split()[0]) < ds / 2 + 2]
+    print("first 2 s of the spike, mean TTFT: %s %.2f s (%d requests)" % (
+        name, sum(xs) / len(xs) if xs else float("nan"), len(xs)))
+PY
 
+;; esac
 # ---------------------------------------------------------------- 3. priorities
-pr="--shape priority --rate $(python3 -c "print(round(1.5 * $rate * 2.5, 2))") --prompt-mean 48 --output-mean 32 --max-prompt 128 --max-output 48 --slo-ttft 5 --slo-tpot 0.5"
+case $sections in *3*)
+pr="--shape priority --duration $DS --rate $(python3 -c "print(round(1.5 * $rate * 2.5, 2))") --prompt-mean 48 --output-mean 32 --max-prompt 128 --max-output 48 --slo-ttft 5 --slo-tpot 0.5"
 for p in continuous priority hybrid; do
 	run "prio-$p" "--policy $p --max-batch 16 --aging-s 30" $pr
 done
@@ -136,6 +167,7 @@ for f in sys.argv[1:]:
         d["server"]["preemptions"]))
 PY
 
+;; esac
 # ---------------------------------------------------------------- plots
 if command -v gnuplot >/dev/null 2>&1; then
 	python3 - "$out" <<'PY'
