@@ -57,6 +57,7 @@ struct llm_adapters {
 	bool started;
 	void (*ready)(void *);
 	void *ready_user;
+	bool calling;             /* the loader is in ready() */
 };
 
 static const char *const state_names[] = {
@@ -226,13 +227,15 @@ static void *loader_main(void *arg)
 			en->st.load_seconds += dt;
 			en->st.last_load_seconds = dt;
 		}
-		pthread_cond_broadcast(&ac->cv);
 		void (*ready)(void *) = ac->ready;
 		void *ru = ac->ready_user;
+		ac->calling = ready != NULL;
 		pthread_mutex_unlock(&ac->mu);
 		if (ready)
 			ready(ru);
 		pthread_mutex_lock(&ac->mu);
+		ac->calling = false;
+		pthread_cond_broadcast(&ac->cv);
 	}
 	pthread_mutex_unlock(&ac->mu);
 	return NULL;
@@ -448,6 +451,8 @@ void llm_adapters_on_ready(struct llm_adapters *ac, void (*fn)(void *user),
                            void *user)
 {
 	pthread_mutex_lock(&ac->mu);
+	while (ac->calling)       /* the old callback is not running after this */
+		pthread_cond_wait(&ac->cv, &ac->mu);
 	ac->ready = fn;
 	ac->ready_user = user;
 	pthread_mutex_unlock(&ac->mu);

@@ -734,15 +734,16 @@ static int adapter_pin(struct llm_engine *e, struct llm_sreq *r, double now)
 	return rc;
 }
 
-/* Bind a pinned adapter to the request's new sequence. */
-static void adapter_bind(struct llm_engine *e, struct llm_sreq *r)
+/* Bind a pinned adapter to the request's new sequence; on failure (a
+ * backend without LoRA) it is unpinned and the error returned. */
+static int adapter_bind(struct llm_engine *e, struct llm_sreq *r)
 {
-	if (r->lora && llm_ctx_set_adapter(e->ctx, r->seq, r->lora, 1.0f)) {
-		/* shapes are checked when the adapter is read: cannot happen */
+	int rc = 0;
+	if (r->lora && (rc = llm_ctx_set_adapter(e->ctx, r->seq, r->lora, 1.0f))) {
 		llm_adapters_release(e->p.adapters, r->adapter);
 		r->lora = NULL;
-		LLM_ASSERT(!"adapter does not fit the model");
 	}
+	return rc;
 }
 
 /* The request is done (finished, failed or canceled): its sequence goes,
@@ -922,7 +923,7 @@ static void fill_view(struct llm_engine *e, double now, struct llm_sched_view *v
 	v->cpu_pressure = e->cpu_pressure;
 }
 
-static void admit_one(struct llm_engine *e, int wi, double now)
+static int admit_one(struct llm_engine *e, int wi, double now)
 {
 	struct llm_sreq *r = e->waiting[wi];
 	int seq = llm_kv_seq_new(e->kv);
@@ -930,7 +931,7 @@ static void admit_one(struct llm_engine *e, int wi, double now)
 	LLM_ASSERT(seq >= 0);   /* max_batch <= the cache's sequences */
 	waiting_remove(e, wi);
 	r->seq = seq;
-	adapter_bind(e, r);
+	int rc = adapter_bind(e, r);
 	r->n_kv = 0;
 	if (e->p.prefix_caching) {
 		/* the last known token is always computed: its logits are needed */
@@ -949,6 +950,7 @@ static void admit_one(struct llm_engine *e, int wi, double now)
 		e->mp.prompt_tokens_cached += r->n_kv;
 		llm_hist_add(&e->mp.queue_time, now - r->t_submit);
 	}
+	return rc;
 }
 
 /* Admit waiting requests by rank, as the plan and the KV cache allow. */
@@ -1029,7 +1031,12 @@ static int admit(struct llm_engine *e, const struct llm_sched_plan *plan,
 				continue;
 			}
 		}
-		admit_one(e, best, now);
+		if (admit_one(e, best, now)) {
+			char msg[256];
+			snprintf(msg, sizeof(msg), "%s", llm_errmsg());
+			sreq_retire(e, c, LLM_EUNSUPPORTED, msg);
+			continue;
+		}
 		admitted++;
 	}
 	return admitted;
@@ -1411,6 +1418,8 @@ void llm_engine_free(struct llm_engine *e)
 {
 	if (!e)
 		return;
+	if (e->p.adapters)
+		llm_adapters_on_ready(e->p.adapters, NULL, NULL);
 	llm_engine_stop(e, false);
 	/* requests never taken in by a thread */
 	take_incoming(e, e->in_head, llm_time_now());

@@ -64,7 +64,8 @@ int llm_adapters_new(struct llm_adapters **out, const struct llm_model *m,
 void llm_adapters_free(struct llm_adapters *ac);
 
 /* Called (on the loader thread) when a load finished, well or not: the
- * engine sets it to wake up and admit what waited.  Not under any lock. */
+ * engine sets it to wake up and admit what waited.  Not under any lock.
+ * Once this returns, the previous callback is not running (NULL unsets). */
 void llm_adapters_on_ready(struct llm_adapters *ac, void (*fn)(void *user),
                            void *user);
 
