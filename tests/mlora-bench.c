@@ -192,6 +192,7 @@ static void run_mode(struct llm_ctx *ctx, const struct llm_tokenizer *tok,
 	struct run r;
 	struct llm_adapters *ac = NULL;
 	memset(&r, 0, sizeof(r));
+	memset(res, 0, sizeof(*res));
 	r.mode = mode;
 	if (mode != M_NONE) {
 		struct llm_adapters_params ap;
