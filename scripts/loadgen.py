@@ -95,8 +95,12 @@ def shape_requests(a, rng):
                 k = 1 / cv ** 2
                 t += rng.gammavariate(k, 1 / (a.rate * k))
             elif a.shape == "spike":
-                rate = a.rate / 5 if t < T / 2 else a.rate * 3
-                t += rng.expovariate(rate)
+                if t < T / 2:
+                    t += rng.expovariate(a.rate / 5)
+                    if t >= T / 2:       # memoryless: restart at the switch
+                        t = T / 2 + rng.expovariate(a.rate * 3)
+                else:
+                    t += rng.expovariate(a.rate * 3)
             else:
                 t += rng.expovariate(a.rate)
             if t >= T:

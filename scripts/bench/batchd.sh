@@ -133,12 +133,13 @@ echo
 echo "## quiet (rate $rate/5) then spike (rate $rate x 3), open loop, ${DS}s"
 echo
 table "$out"/spike-static.json "$out"/spike-continuous.json "$out"/spike-window.json \
-	"$out"/spike-load.json "$out"/spike-predictive.json
-python3 - "$out/spike-predictive.server.log" "$out/spike-continuous.trace" "$out/spike-predictive.trace" "$DS" <<'PY'
+	"$out"/spike-load.json "$out"/learn.json "$out"/spike-predictive.json
+python3 - "$out/spike-continuous.trace" "$out/learn.trace" "$out/spike-predictive.trace" "$DS" <<'PY'
 import sys
 # mean TTFT of the requests sent in the first 2 s of the spike
 ds = float(sys.argv[4])
-for name, f in (("continuous", sys.argv[2]), ("predictive", sys.argv[3])):
+for name, f in (("continuous", sys.argv[1]), ("predictive, no history", sys.argv[2]),
+                ("predictive, taught the spike", sys.argv[3])):
     xs = [float(l.split()[1]) for l in open(f) if ds / 2 <= float(l.split()[0]) < ds / 2 + 2]
     print("first 2 s of the spike, mean TTFT: %s %.2f s (%d requests)" % (
         name, sum(xs) / len(xs) if xs else float("nan"), len(xs)))
