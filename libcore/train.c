@@ -88,7 +88,6 @@ struct llm_trainer {
 	float *dx, *dtmp, *dq, *dk, *dv, *datt, *dh, *dg, *du, *dxn;
 	float *drop, *drop2, *dt, *logits, *loss;
 	int32_t *pos;
-	int32_t *tok_all;              /* embedding ids of the batch */
 	/* QAT: fake-quantized merged weights, per matrix */
 	float *qat_w;
 	struct llm_tensor qat_t;
@@ -226,11 +225,9 @@ static int setup_full(struct llm_trainer *t)
 	if (!m->tied_output)
 		total += llm_tensor_nelements(&m->output);
 	for (int il = 0; il < hp->n_layer; il++) {
-		const struct llm_layer *l = &m->layers[il];
 		total += 2 * hp->n_embd;
 		for (int k = 0; k < LLM_LORA_N; k++)
 			total += llm_tensor_nelements(llm_lora_base_weight(m, il, k));
-		(void)l;
 	}
 	t->params = calloc(nt, sizeof(*t->params));
 	t->full_mem = fa(4 * (size_t)total);

@@ -10,6 +10,7 @@
  *   recompute_same  recomputing activations, or one thread instead of two,
  *                   gives the same bits (dropout on)
  *   micro_batches_add_up  two micro-batches give the gradient of one
+ *   qat_forward     --qat's forward equals the merged, quantized model's
  *   data_*          JSONL masks, bad lines reported with file:line, packing
  */
 #include <check.h>
@@ -345,6 +346,87 @@ START_TEST(micro_batches_add_up)
 }
 END_TEST
 
+/* --qat: the forward is the model with every adapted matrix replaced by
+ * dequant(quant(W + s B A)), computed here by hand. */
+START_TEST(qat_forward)
+{
+	struct llm_trainer *tq, *tr;
+	struct llm_lora *lora, *zero;
+	struct llm_train_params p;
+	int T = 24;
+	int32_t tok[48], tgt[48], start[48];
+	double lq, lr;
+	int64_t nt;
+	const struct llm_dtype_traits *q8 = llm_dtype_traits(LLM_Q8_0);
+
+	batch_of(tok, tgt, start, 2, T, 77);
+	ck_assert(!llm_lora_new(&lora, model, 4, 8, LLM_LORA_ALL, false));
+	llm_lora_init_peft(lora, 9);
+	for (int64_t j = 0; j < lora->n_params; j++)
+		lora->mem[j] += 0.02f * (float)((j * 7919) % 13 - 6);
+	llm_train_params_default(&p);
+	p.n_threads = 2;
+	p.seq_len = T;
+	p.max_seqs = 2;
+	p.qat_type = LLM_Q8_0;
+	ck_assert_msg(!llm_trainer_new(&tq, model, lora, &p), "%s", llm_errmsg());
+	struct llm_train_batch b = { 2, tok, tgt, start };
+	ck_assert(!llm_trainer_eval(tq, &b, &lq, &nt));
+
+	/* the reference model: f32 matrices Q(W + s B A), a zero adapter */
+	struct llm_model ref = *model;
+	int nl = model->hp.n_layer;
+	ref.layers = malloc(nl * sizeof(*ref.layers));
+	memcpy(ref.layers, model->layers, nl * sizeof(*ref.layers));
+	float *bufs[64];
+	int nb = 0;
+	for (int il = 0; il < nl; il++)
+		for (int k = 0; k < LLM_LORA_N; k++) {
+			struct llm_tensor *w = (struct llm_tensor *)llm_lora_base_weight(&ref, il, k);
+			int64_t n_in = w->ne[0], n_out = w->ne[1];
+			float *wf = malloc(n_in * n_out * sizeof(float));
+			size_t rb = llm_tensor_row_size(w), qr = llm_row_size(LLM_Q8_0, n_in);
+			char *qb = malloc(qr ? qr : 1);
+			for (int64_t r = 0; r < n_out; r++)
+				llm_dtype_traits(w->type)->to_float((char *)w->data + r * rb,
+				                                    wf + r * n_in, n_in);
+			llm_lora_mat_add_delta(llm_lora_mat(lora, il, k), lora->scale, wf);
+			for (int64_t r = 0; qr && r < n_out; r++) {
+				q8->from_float(wf + r * n_in, qb, n_in);
+				q8->to_float(qb, wf + r * n_in, n_in);
+			}
+			free(qb);
+			w->type = LLM_F32;
+			w->data = wf;
+			w->nbytes = n_in * n_out * sizeof(float);
+			if (nb < 64)
+				bufs[nb++] = wf;
+		}
+	ck_assert_int_eq(nb, nl * LLM_LORA_N);
+	ck_assert(!llm_lora_new(&zero, &ref, 4, 8, LLM_LORA_ALL, false));
+	p.qat_type = -1;
+	ck_assert(!llm_trainer_new(&tr, &ref, zero, &p));
+	ck_assert(!llm_trainer_eval(tr, &b, &lr, &nt));
+	ck_assert_msg(fabs(lq - lr) < 1e-5 * fabs(lr), "QAT loss %.9g, quantized "
+	              "merged model %.9g", lq, lr);
+	/* and it differs from the unquantized adapted model */
+	p.qat_type = -1;
+	struct llm_trainer *tp;
+	double lp;
+	ck_assert(!llm_trainer_new(&tp, model, lora, &p));
+	ck_assert(!llm_trainer_eval(tp, &b, &lp, &nt));
+	ck_assert(lp != lq);
+	llm_trainer_free(tp);
+	llm_trainer_free(tq);
+	llm_trainer_free(tr);
+	for (int i = 0; i < nb; i++)
+		free(bufs[i]);
+	free(ref.layers);
+	llm_lora_free(lora);
+	llm_lora_free(zero);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- data */
 
 static struct llm_tokenizer *tok;
@@ -494,6 +576,7 @@ int main(void)
 	tcase_add_test(tc, full_grads_fd);
 	tcase_add_test(tc, recompute_same);
 	tcase_add_test(tc, micro_batches_add_up);
+	tcase_add_test(tc, qat_forward);
 	tcase_add_test(tc, data_bad_lines);
 	tcase_add_test(tc, data_plain_split_pack);
 	suite_add_tcase(s, tc);

@@ -46,10 +46,13 @@ grep -q "chat.jsonl:1: .*chat template" "$T/err" || fail "chat: $(cat "$T/err")"
 $BIN $COMMON --data "$T/chat.jsonl" --chat-template chatml --format gguf -o "$T/o4.gguf" || fail "chat with chatml"
 [ -s "$T/o4.gguf" ] || fail "no GGUF adapter"
 
-# QLoRA on a q4_0 base and QAT for q4_0 train and lower the held-out loss
+# f16, bf16 and q4_0 (QLoRA) bases, and QAT for q4_0, train and lower the
+# held-out loss
 if [ -x "${LLMKIT_BIN:-.}/tools/llm-quantize" ]; then
 	"${LLMKIT_BIN:-.}/tools/llm-quantize" -q -t q4_0 "$MODEL" "$T/q40.gguf" || fail "quantize"
-	for v in "q40.gguf:" "q40.gguf:--qat q4_0" "SELF:--qat q4_0"; do
+	"${LLMKIT_BIN:-.}/tools/llm-quantize" -q -t f16 "$MODEL" "$T/f16.gguf" || fail "f16"
+	"${LLMKIT_BIN:-.}/tools/llm-quantize" -q -t bf16 "$MODEL" "$T/bf16.gguf" || fail "bf16"
+	for v in "f16.gguf:" "bf16.gguf:" "q40.gguf:" "q40.gguf:--qat q4_0" "SELF:--qat q4_0"; do
 		m=${v%%:*}; extra=${v#*:}
 		[ "$m" = SELF ] && m=$MODEL || m=$T/$m
 		$BIN -m "$m" --ctx 64 --batch 2 -r 2 -t 2 -q --data "$T/good.jsonl" --eval-split 0.2 \

@@ -131,6 +131,8 @@ struct ckpt_extra {
 	int64_t n_seqs;
 	uint64_t seed;
 	int32_t batch, ctx, accum, rank;
+	uint32_t targets;
+	int32_t full;
 	int64_t total_steps;
 	double t_spent;
 };
@@ -392,8 +394,8 @@ int main(int argc, char **argv)
 		mkdir(out, 0777);
 
 	struct ckpt_extra ce = { "LLMTRAIN", 0, llm_seqs_count(r.train), (uint64_t)seed,
-	                         batch, tp.seq_len, accum, full ? 0 : lora->rank, steps,
-	                         0 };
+	                         batch, tp.seq_len, accum, full ? 0 : lora->rank,
+	                         full ? 0 : lora->targets, full, steps, 0 };
 	if (resume) {
 		if ((rc = llm_trainer_load(r.tr, ckpt, &extra, &n_extra)))
 			goto fail;
@@ -406,10 +408,11 @@ int main(int argc, char **argv)
 		memcpy(&ck, extra, sizeof(ck));
 		if (ck.n_seqs != ce.n_seqs || ck.seed != ce.seed || ck.batch != ce.batch ||
 		    ck.ctx != ce.ctx || ck.accum != ce.accum || ck.rank != ce.rank ||
+		    ck.targets != ce.targets || ck.full != ce.full ||
 		    ck.total_steps != ce.total_steps) {
 			rc = llm_error(LLM_EINVAL, "%s: written with other settings (data, "
-			               "--seed, --batch, --ctx, --grad-accum, --rank or "
-			               "--steps differ)", ckpt);
+			               "--seed, --batch, --ctx, --grad-accum, --rank, "
+			               "--targets, --full or --steps differ)", ckpt);
 			goto fail;
 		}
 		ce.cursor = ck.cursor;

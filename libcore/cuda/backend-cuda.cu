@@ -762,41 +762,41 @@ static void cuda_free(struct llm_backend *be)
 	free(be);
 }
 
-static const struct llm_backend_ops cuda_ops = {
-	/* .name = */ "cuda",
-	/* .host_memory = */ false,
-	/* .free = */ cuda_free,
-	/* .alloc = */ cuda_alloc,
-	/* .dealloc = */ cuda_dealloc,
-	/* .copy = */ cuda_copy,
-	/* .upload = */ cuda_upload,
-	/* .download = */ cuda_download,
-	/* .supports = */ cuda_supports,
-	/* .get_rows = */ cuda_get_rows,
-	/* .matmul = */ cuda_matmul,
-	/* .rmsnorm = */ cuda_rmsnorm,
-	/* .add_bias = */ cuda_add_bias,
-	/* .rope = */ cuda_rope,
-	/* .kv_store = */ cuda_kv_store,
-	/* .attention = */ cuda_attention,
-	/* .swiglu = */ cuda_swiglu,
-	/* .add = */ cuda_add,
-	/* .synchronize = */ cuda_synchronize,
-	/* .weight = */ cuda_weight,
-	/* .status = */ cuda_status,
-	/* LoRA and training ops: not on this backend yet (callers check) */
-	/* .lora_seg = */ NULL,
-	/* .gemm = */ NULL,
-	/* .matmul_bwd = */ NULL,
-	/* .rmsnorm_bwd = */ NULL,
-	/* .rope_bwd = */ NULL,
-	/* .attn_train = */ NULL,
-	/* .attn_train_bwd = */ NULL,
-	/* .swiglu_fwd = */ NULL,
-	/* .swiglu_bwd = */ NULL,
-	/* .cross_entropy = */ NULL,
-	/* .adamw = */ NULL,
-};
+/*
+ * The table is filled by name (C++ before C++20 has no designated
+ * initializers, and a positional list breaks silently when backend.h
+ * gains an op); the LoRA and training ops stay NULL: not on this backend
+ * yet (callers check).
+ */
+static struct llm_backend_ops cuda_ops;
+
+static const struct llm_backend_ops *cuda_ops_table(void)
+{
+	if (!cuda_ops.name) {
+		cuda_ops.host_memory = false;
+		cuda_ops.free = cuda_free;
+		cuda_ops.alloc = cuda_alloc;
+		cuda_ops.dealloc = cuda_dealloc;
+		cuda_ops.copy = cuda_copy;
+		cuda_ops.upload = cuda_upload;
+		cuda_ops.download = cuda_download;
+		cuda_ops.supports = cuda_supports;
+		cuda_ops.get_rows = cuda_get_rows;
+		cuda_ops.matmul = cuda_matmul;
+		cuda_ops.rmsnorm = cuda_rmsnorm;
+		cuda_ops.add_bias = cuda_add_bias;
+		cuda_ops.rope = cuda_rope;
+		cuda_ops.kv_store = cuda_kv_store;
+		cuda_ops.attention = cuda_attention;
+		cuda_ops.swiglu = cuda_swiglu;
+		cuda_ops.add = cuda_add;
+		cuda_ops.synchronize = cuda_synchronize;
+		cuda_ops.weight = cuda_weight;
+		cuda_ops.status = cuda_status;
+		cuda_ops.name = "cuda";  /* last: the table is complete */
+	}
+	return &cuda_ops;
+}
 
 int llm_cuda_device_count(void)
 {
@@ -835,7 +835,7 @@ int llm_backend_cuda_init(struct llm_backend **out, int device, int n_threads)
 		free(c);
 		return llm_error(LLM_ENOMEM, "out of memory");
 	}
-	be->ops = &cuda_ops;
+	be->ops = cuda_ops_table();
 	be->impl = c;
 	be->n_threads = n_threads > 0 ? n_threads : 1;
 	c->device = device;

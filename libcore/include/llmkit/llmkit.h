@@ -32,6 +32,12 @@
 #include "llmkit/forward.h"
 #include "llmkit/sampler.h"
 #include "llmkit/generate.h"
+#include "llmkit/sched.h"
+#include "llmkit/quant.h"
+#include "llmkit/imatrix.h"
+#include "llmkit/perplexity.h"
+#include "llmkit/lora.h"
+#include "llmkit/train.h"
 #include "llmkit/convert.h"
 #include "llmkit/bench.h"
 
