@@ -326,6 +326,12 @@ static void parse_options(int argc, char **argv, struct options *o)
 	if (pp->min_batch > pp->max_batch)
 		llm_cli_usage_error(&cli, "--min-batch %d is above --max-batch %d",
 		                    pp->min_batch, pp->max_batch);
+	bool known = false;
+	for (const char *const *n = llm_policy_names(); *n; n++)
+		known |= !strcmp(*n, o->policy);
+	if (!known)
+		llm_cli_usage_error(&cli, "--policy: unknown policy '%s' (--list-policies "
+		                    "shows them)", o->policy);
 	o->ep.max_batch = pp->max_batch;
 	if (o->api_key && !*o->api_key)
 		o->api_key = NULL;

@@ -179,7 +179,8 @@ names = ["one-at-a-time", "static", "continuous", "adaptive", "window", "load",
 with open(o + "/policies.dat", "w") as f:
     for n in names:
         d = json.load(open("%s/%s.json" % (o, n)))
-        f.write("%s %.2f %.3f %.3f\n" % (n, d["tok_per_s"], d["ttft_p99"], d["tpot_p99"]))
+        f.write("%s %.2f %.3f %.3f\n" % (n, d.get("server_tok_per_s") or d["tok_per_s"],
+                                          d["ttft_p99"], d["tpot_p99"]))
 PY
 	gnuplot <<EOF
 set terminal png size 900,420
