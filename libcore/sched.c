@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "llmkit/adapters.h"
 #include "llmkit/error.h"
 #include "llmkit/forward.h"
 #include "llmkit/kvcache.h"
@@ -73,6 +74,10 @@ struct llm_sreq {
 	uint64_t order;               /* admission order (latest is preempted first) */
 	bool admitted_once;
 	struct llm_sreq *next;        /* incoming list */
+	/* multi-LoRA (engine thread) */
+	bool adapter_used;            /* counted as a user of its adapter */
+	const struct llm_lora *lora;  /* pinned and bound to its sequence */
+	uint64_t skip_round;          /* its adapter was not ready this round */
 };
 
 struct llm_engine {
@@ -117,9 +122,22 @@ struct llm_engine {
 	double step_time, service_time, blocks_per_req;
 	double cpu_pressure, cpu_t, cpu_own;
 	unsigned long long cpu_busy;
+
+	/* multi-LoRA */
+	uint64_t admit_round;
+	int starving;                 /* adapter a starved request waits for, -1 */
 };
 
 #define RATE_TAU 10.0   /* seconds: arrival-rate and tokens/s memory */
+
+/* An adapter finished loading: requests waiting for it may be admitted. */
+static void engine_wake(void *user)
+{
+	struct llm_engine *e = user;
+	pthread_mutex_lock(&e->mu);
+	pthread_cond_broadcast(&e->cv);
+	pthread_mutex_unlock(&e->mu);
+}
 
 /* ---------------------------------------------------------------- histograms */
 
@@ -400,6 +418,7 @@ void llm_engine_params_default(struct llm_engine_params *p)
 	p->prefix_caching = true;
 	p->max_queue = 0;
 	p->watermark = 0.02;
+	p->adapter_max_wait = 2.0;
 }
 
 int llm_engine_new(struct llm_engine **out, struct llm_ctx *ctx,
@@ -455,6 +474,9 @@ int llm_engine_new(struct llm_engine **out, struct llm_ctx *ctx,
 	e->mp.kv_blocks = e->n_blocks;
 	e->m = e->mp;
 	e->cap_plan = e->p.max_batch;
+	e->starving = -1;
+	if (e->p.adapters)
+		llm_adapters_on_ready(e->p.adapters, engine_wake, e);
 	*out = e;
 	return 0;
 }
@@ -462,6 +484,7 @@ int llm_engine_new(struct llm_engine **out, struct llm_ctx *ctx,
 struct llm_ctx *llm_engine_ctx(struct llm_engine *e) { return e->ctx; }
 const struct llm_tokenizer *llm_engine_tok(struct llm_engine *e) { return e->tok; }
 struct llm_policy *llm_engine_policy(struct llm_engine *e) { return e->pol; }
+struct llm_adapters *llm_engine_adapters(struct llm_engine *e) { return e->p.adapters; }
 
 int llm_engine_pending(struct llm_engine *e)
 {
@@ -507,6 +530,9 @@ int llm_engine_submit(struct llm_engine *e, struct llm_sreq *r)
 		                 e->n_blocks, e->bs);
 	if ((rc = llm_sampling_check(&r->gen.sampling)))
 		return rc;
+	if (r->adapter >= 0 && !e->p.adapters)
+		return llm_error(LLM_EINVAL, "request: adapter %d, but the engine "
+		                 "serves no adapters", r->adapter);
 
 	pthread_mutex_lock(&r->mu);
 	rc = llm_gen_state_init(&r->st, e->tok, &r->gen, e->n_vocab, r->toks,
@@ -561,6 +587,15 @@ int llm_engine_submit(struct llm_engine *e, struct llm_sreq *r)
 			r->notify(r->user, r);
 		return 0;
 	}
+	if (r->adapter >= 0 && (rc = llm_adapters_use(e->p.adapters, r->adapter))) {
+		llm_gen_state_free(&r->st);
+		r->st_ok = false;
+		r->eng = NULL;
+		pthread_mutex_unlock(&r->mu);
+		pthread_mutex_unlock(&e->mu);
+		return rc;
+	}
+	r->adapter_used = r->adapter >= 0;
 	r->state = RQ_WAITING;
 	pthread_mutex_unlock(&r->mu);
 	atomic_fetch_add(&r->refs, 1);
@@ -664,12 +699,60 @@ static void running_remove(struct llm_engine *e, struct llm_sreq *r)
 	LLM_ASSERT(!"request not running");
 }
 
+/* ---------------------------------------------------------------- adapters */
+
+/* Unbind a running request's adapter from its sequence and unpin it. */
+static void adapter_unbind(struct llm_engine *e, struct llm_sreq *r)
+{
+	if (!r->lora)
+		return;
+	llm_ctx_set_adapter(e->ctx, r->seq, NULL, 0);
+	llm_adapters_release(e->p.adapters, r->adapter);
+	r->lora = NULL;
+}
+
+/*
+ * Pin the adapter of a waiting request about to be admitted: 0 when it is
+ * resident (r->lora set), 1 when not yet (a load is under way or waits for
+ * room), negative when it cannot be read.  Adapter-aware admission: while
+ * a request starves for its adapter (waited adapter_max_wait), other
+ * adapters' requests are held so the adapters they pin can be evicted.
+ */
+static int adapter_pin(struct llm_engine *e, struct llm_sreq *r, double now)
+{
+	if (r->adapter < 0)
+		return 0;
+	if (e->starving >= 0 && r->adapter != e->starving &&
+	    !llm_adapters_resident(e->p.adapters, e->starving))
+		return 1;
+	bool starved = now - r->t_submit > e->p.adapter_max_wait;
+	int rc = llm_adapters_acquire(e->p.adapters, r->adapter, starved, &r->lora);
+	if (rc == 1 && starved && e->starving < 0)
+		e->starving = r->adapter;
+	if (rc == 0 && e->starving == r->adapter)
+		e->starving = -1;
+	return rc;
+}
+
+/* Bind a pinned adapter to the request's new sequence; on failure (a
+ * backend without LoRA) it is unpinned and the error returned. */
+static int adapter_bind(struct llm_engine *e, struct llm_sreq *r)
+{
+	int rc = 0;
+	if (r->lora && (rc = llm_ctx_set_adapter(e->ctx, r->seq, r->lora, 1.0f))) {
+		llm_adapters_release(e->p.adapters, r->adapter);
+		r->lora = NULL;
+	}
+	return rc;
+}
+
 /* The request is done (finished, failed or canceled): its sequence goes,
  * readers are woken, the engine's reference dropped. */
 static void sreq_retire(struct llm_engine *e, struct llm_sreq *r, int error,
                         const char *msg)
 {
 	double now = llm_time_now();
+	adapter_unbind(e, r);
 	if (r->seq >= 0) {
 		e->blocks_per_req = ewma(e->blocks_per_req, blocks_for(e, r->n_kv), 0.1);
 		llm_kv_seq_free(e->kv, r->seq);
@@ -690,6 +773,11 @@ static void sreq_retire(struct llm_engine *e, struct llm_sreq *r, int error,
 	int ntok = r->st.n_tokens;
 	pthread_cond_broadcast(&r->cv);
 	pthread_mutex_unlock(&r->mu);
+	if (r->adapter_used) {
+		llm_adapters_unuse(e->p.adapters, r->adapter, r->n_prompt, ntok,
+		                   error && error != LLM_ECANCELED);
+		r->adapter_used = false;
+	}
 
 	struct llm_engine_metrics *m = &e->mp;
 	if (error == LLM_ECANCELED) {
@@ -718,6 +806,7 @@ static void sreq_retire(struct llm_engine *e, struct llm_sreq *r, int error,
 static void sreq_preempt(struct llm_engine *e, struct llm_sreq *r)
 {
 	LLM_ASSERT(r->state == RQ_RUNNING);
+	adapter_unbind(e, r);
 	llm_kv_seq_free(e->kv, r->seq);
 	r->seq = -1;
 	r->n_kv = 0;
@@ -834,7 +923,7 @@ static void fill_view(struct llm_engine *e, double now, struct llm_sched_view *v
 	v->cpu_pressure = e->cpu_pressure;
 }
 
-static void admit_one(struct llm_engine *e, int wi, double now)
+static int admit_one(struct llm_engine *e, int wi, double now)
 {
 	struct llm_sreq *r = e->waiting[wi];
 	int seq = llm_kv_seq_new(e->kv);
@@ -842,6 +931,7 @@ static void admit_one(struct llm_engine *e, int wi, double now)
 	LLM_ASSERT(seq >= 0);   /* max_batch <= the cache's sequences */
 	waiting_remove(e, wi);
 	r->seq = seq;
+	int rc = adapter_bind(e, r);
 	r->n_kv = 0;
 	if (e->p.prefix_caching) {
 		/* the last known token is always computed: its logits are needed */
@@ -860,6 +950,7 @@ static void admit_one(struct llm_engine *e, int wi, double now)
 		e->mp.prompt_tokens_cached += r->n_kv;
 		llm_hist_add(&e->mp.queue_time, now - r->t_submit);
 	}
+	return rc;
 }
 
 /* Admit waiting requests by rank, as the plan and the KV cache allow. */
@@ -878,12 +969,29 @@ static int admit(struct llm_engine *e, const struct llm_sched_plan *plan,
 		for (int i = 0; i < e->n_running; i++)
 			e->running[i]->rank = sreq_rank(e, e->running[i], now);
 	}
+	uint64_t round = ++e->admit_round;
+	if (e->starving >= 0) {
+		/* still starving only while someone waits for it */
+		bool waits = false;
+		for (int i = 0; i < e->n_waiting && !waits; i++)
+			waits = e->waiting[i]->adapter == e->starving;
+		if (!waits)
+			e->starving = -1;
+	}
 	while (admitted < plan->admit && e->n_waiting > 0) {
-		/* best rank, earliest in the queue on ties */
-		int best = 0;
-		for (int i = 1; ranked && i < e->n_waiting; i++)
-			if (e->waiting[i]->rank > e->waiting[best]->rank)
+		/* best rank, earliest in the queue on ties; requests whose adapter
+		 * is not ready this round are passed over */
+		int best = -1;
+		for (int i = 0; i < e->n_waiting; i++) {
+			if (e->waiting[i]->skip_round == round)
+				continue;
+			if (best < 0 || (ranked && e->waiting[i]->rank > e->waiting[best]->rank))
 				best = i;
+			if (!ranked)
+				break;
+		}
+		if (best < 0)
+			break;
 		struct llm_sreq *c = e->waiting[best];
 		struct llm_sreq *victim = plan->preempt ? pick_victim(e) : NULL;
 		bool may_preempt = victim && c->rank >= victim->rank + 1;
@@ -909,7 +1017,26 @@ static int admit(struct llm_engine *e, const struct llm_sched_plan *plan,
 			sreq_preempt(e, victim);
 			continue;
 		}
-		admit_one(e, best, now);
+		if (c->adapter >= 0 && !c->lora) {
+			int rc = adapter_pin(e, c, now);
+			if (rc == 1) {
+				c->skip_round = round;
+				continue;
+			}
+			if (rc < 0) {
+				char msg[256];
+				snprintf(msg, sizeof(msg), "%s", llm_errmsg());
+				waiting_remove(e, best);
+				sreq_retire(e, c, rc, msg);
+				continue;
+			}
+		}
+		if (admit_one(e, best, now)) {
+			char msg[256];
+			snprintf(msg, sizeof(msg), "%s", llm_errmsg());
+			sreq_retire(e, c, LLM_EUNSUPPORTED, msg);
+			continue;
+		}
 		admitted++;
 	}
 	return admitted;
@@ -927,7 +1054,7 @@ static void batch_add_chunk(struct llm_engine *e, struct llm_sreq *r, int n)
 		b->token[b->n] = r->toks[pos];
 		b->pos[b->n] = pos;
 		b->seq[b->n] = r->seq;
-		b->adapter[b->n] = r->adapter;
+		b->adapter[b->n] = r->lora ? r->seq : -1;
 		b->logits[b->n] = last;
 		b->n++;
 	}
@@ -1291,6 +1418,8 @@ void llm_engine_free(struct llm_engine *e)
 {
 	if (!e)
 		return;
+	if (e->p.adapters)
+		llm_adapters_on_ready(e->p.adapters, NULL, NULL);
 	llm_engine_stop(e, false);
 	/* requests never taken in by a thread */
 	take_incoming(e, e->in_head, llm_time_now());

@@ -30,6 +30,7 @@
 #include "llmkit/error.h"
 #include "llmkit/serve.h"
 #include "llmkit/util.h"
+#include "serve-adapters.h"
 
 struct llm_http {
 	struct llm_serve *s;
@@ -270,25 +271,20 @@ static enum MHD_Result route(struct MHD_Connection *c, struct conn_req *cr,
 		if (!get)
 			return respond_simple(c, cr, 405, "invalid_request_error", NULL,
 			                      "use GET");
-		char *all = llm_serve_models_json(h->s);
 		if (url[10] == 0)
-			return respond(c, cr, 200, "application/json", all);
-		/* one model: the first (and only) entry if the name matches */
-		const char *name = url + 11;
-		char *needle = NULL;
-		if (asprintf(&needle, "\"id\":\"%s\"", name) < 0)
-			needle = NULL;
-		bool found = all && needle && strstr(all, needle);
-		free(needle);
-		if (!found) {
-			free(all);
+			return respond(c, cr, 200, "application/json",
+			               llm_serve_models_json(h->s));
+		/* one model: the base model or an adapter */
+		char *one = llm_serve_model_one(h->s, url + 11);
+		if (!one)
 			return respond_simple(c, cr, 404, "invalid_request_error",
 			                      "model_not_found", "no such model");
-		}
-		char *b = strstr(all, "[{"), *end = strrchr(all, ']');
-		char *one = b && end ? strndup(b + 1, (size_t)(end - b - 1)) : NULL;
-		free(all);
 		return respond(c, cr, 200, "application/json", one);
+	}
+	if (!strcmp(url, "/v1/adapters") || !strncmp(url, "/v1/adapters/", 13)) {
+		char *json = NULL;
+		int st = llm_serve_adapters_api(h->s, method, url, cr->body, cr->len, &json);
+		return respond(c, cr, st, "application/json", json);
 	}
 	if (!strcmp(url, "/health")) {
 		if (!get)

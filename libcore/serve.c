@@ -33,6 +33,7 @@
 #include "llmkit/serve.h"
 #include "llmkit/tokenizer.h"
 #include "llmkit/util.h"
+#include "serve-adapters.h"
 
 /* ---------------------------------------------------------------- waiters */
 
@@ -646,6 +647,7 @@ int llm_serve_parse(struct llm_serve *s, enum llm_serve_kind kind,
 	r->kind = kind;
 	r->n = 1;
 	r->logprobs = -1;
+	r->adapter = -1;
 	llm_gen_params_default(&r->gen);
 	/* OpenAI's defaults, not llm-generate's */
 	sp->temperature = 1.0f;
@@ -670,14 +672,9 @@ int llm_serve_parse(struct llm_serve *s, enum llm_serve_kind kind,
 			rc = BAD("model", "'model' must be a string");
 			goto out;
 		}
-		if (strcmp(json_string_value(v), s->model_name)) {
-			rc = llm_serve_err_set(e, LLM_ENOTFOUND, 404, "invalid_request_error",
-			                       "model", "The model '%s' does not exist (this "
-			                       "server serves '%s')", json_string_value(v),
-			                       s->model_name);
-			e->code = "model_not_found";
+		if ((rc = llm_serve_adapter_of(s->e, s->model_name,
+		                               json_string_value(v), &r->adapter, e)))
 			goto out;
-		}
 	}
 	json_object_foreach(o, key, v) {
 		if (json_is_null(v))
@@ -904,7 +901,7 @@ static int job_start(struct llm_serve *s, struct llm_serve_req *r,
 		sp.gen.sampling.seed = r->gen.sampling.seed + (uint64_t)k;
 		sp.text_start = r->text_start && r->n_prompt[pi] == 1;
 		sp.priority = r->priority;
-		sp.adapter = -1;
+		sp.adapter = r->adapter;
 		sp.notify = job_notify;
 		sp.user = s;
 		if ((rc = llm_sreq_new(&j->c[i].sr, &sp))) {
@@ -931,6 +928,12 @@ static int job_start(struct llm_serve *s, struct llm_serve_req *r,
 			llm_serve_err_set(e, rc, 400, "invalid_request_error", NULL, "%s",
 			                  llm_errmsg());
 			e->code = "context_length_exceeded";
+			goto fail;
+		} else if (rc == LLM_ECANCELED && r->adapter >= 0 &&
+		           strstr(llm_errmsg(), "adapter")) {
+			llm_serve_err_set(e, rc, 503, "server_error", "model", "%s",
+			                  llm_errmsg());
+			e->code = "adapter_unloading";
 			goto fail;
 		} else if (rc == LLM_ECANCELED) {
 			llm_serve_err_set(e, rc, 503, "server_shutting_down", NULL,
@@ -1111,6 +1114,9 @@ static void snap_error(const struct llm_sreq_snap *sn, struct llm_serve_err *e)
 		llm_serve_err_set(e, sn->error, 503, "server_error", NULL,
 		                  "the request was canceled: %s",
 		                  sn->errmsg[0] ? sn->errmsg : "server stopping");
+	else if (!strncmp(sn->errmsg, "adapter ", 8))
+		llm_serve_err_set(e, sn->error, 500, "adapter_error", "model",
+		                  "the adapter could not be loaded: %s", sn->errmsg);
 	else
 		llm_serve_err_set(e, sn->error, 500, "server_error", NULL,
 		                  "generation failed: %s", sn->errmsg);
@@ -1400,6 +1406,7 @@ char *llm_serve_models_json(struct llm_serve *s)
 	json_object_set_new(m, "owned_by", json_string("llmkit"));
 	json_object_set_new(m, "max_model_len", json_integer(s->n_ctx));
 	json_array_append_new(data, m);
+	llm_serve_adapters_models(s->e, s->model_name, (long long)s->created, data);
 	json_object_set_new(o, "object", json_string("list"));
 	json_object_set_new(o, "data", data);
 	char *t = json_dumps(o, JSON_COMPACT);
@@ -1497,6 +1504,8 @@ char *llm_serve_metrics_text(struct llm_serve *s)
 	prom_hist(f, "llmkit_e2e_seconds", "End-to-end request latency.", &m.e2e);
 	prom_hist(f, "llmkit_queue_seconds", "Seconds waiting before first run.",
 	          &m.queue_time);
+
+	llm_serve_adapters_metrics(s->e, f);
 
 	pthread_mutex_lock(&s->mu);
 	fprintf(f, "# HELP llmkit_http_requests_total HTTP requests answered, by "

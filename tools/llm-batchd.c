@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "llmkit/adapters.h"
 #include "llmkit/chat.h"
 #include "llmkit/cli.h"
 #include "llmkit/error.h"
@@ -34,6 +35,8 @@ enum {
 	OPT_OFFLINE, OPT_INFLIGHT, OPT_MAX_BODY, OPT_MAX_CONNS, OPT_MODEL_NAME,
 	OPT_CHAT_TEMPLATE, OPT_DRAIN_TIMEOUT, OPT_PORT_FILE, OPT_MMAP, OPT_N_BATCH,
 	OPT_LIST_POLICIES,
+	OPT_ADAPTERS, OPT_MAX_ADAPTERS, OPT_ADAPTER_MEM, OPT_ADAPTER_WAIT,
+	OPT_PRELOAD,
 };
 
 static const struct llm_opt opts[] = {
@@ -111,6 +114,19 @@ static const struct llm_opt opts[] = {
 	{ OPT_N_BATCH, "batch-tokens", "N", "most tokens per forward pass (default: "
 	                                    "max-batch + max-prefill-tokens)" },
 	{ OPT_MMAP, "mmap", NULL, "map the model instead of reading it into memory" },
+	{ OPT_ADAPTERS, "adapters", "DIR", "\nMulti-LoRA\nserve the LoRA adapters in DIR "
+	                                  "(PEFT subdirectories, NAME.gguf files): a "
+	                                  "request's \"model\" names one" },
+	{ OPT_MAX_ADAPTERS, "max-active-adapters", "N", "adapters in memory at once "
+	                                               "(default: 64; 0: no limit)" },
+	{ OPT_ADAPTER_MEM, "adapter-mem", "SIZE", "memory for adapters in all "
+	                                         "(default: no limit)" },
+	{ OPT_ADAPTER_WAIT, "adapter-max-wait", "S", "seconds a request waits for "
+	                                            "its adapter before others' are "
+	                                            "held back (default: 2)" },
+	{ OPT_PRELOAD, "preload-adapters", NULL, "read adapters into memory at start "
+	                                        "(as many as --max-active-adapters "
+	                                        "allows), not on first use" },
 	{ 'v', "verbose", NULL, "more on stderr" },
 	{ 0 }
 };
@@ -145,6 +161,9 @@ struct options {
 	int kv_block, n_ctx, threads, n_batch;
 	enum llm_dtype kv_type;
 	bool mmap, verbose;
+	const char *adapters;
+	struct llm_adapters_params ap;
+	bool preload;
 };
 
 static void die_rc(int rc)
@@ -183,6 +202,7 @@ static void parse_options(int argc, char **argv, struct options *o)
 
 	memset(o, 0, sizeof(*o));
 	llm_policy_params_default(pp);
+	llm_adapters_params_default(&o->ap);
 	llm_engine_params_default(&o->ep);
 	o->host = strdup("127.0.0.1");
 	o->port = 8080;
@@ -280,6 +300,15 @@ static void parse_options(int argc, char **argv, struct options *o)
 		case OPT_N_BATCH: die_rc(llm_parse_int("--batch-tokens", arg, 1, 1 << 20,
 		                                       &o->n_batch)); break;
 		case OPT_MMAP: o->mmap = true; break;
+		case OPT_ADAPTERS: o->adapters = arg; break;
+		case OPT_PRELOAD: o->preload = true; break;
+		case OPT_MAX_ADAPTERS: die_rc(llm_parse_int("--max-active-adapters", arg, 0,
+		                                            1 << 20, &o->ap.max_active)); break;
+		case OPT_ADAPTER_MEM: die_rc(llm_parse_size("--adapter-mem", arg,
+		                                            &o->ap.max_mem)); break;
+		case OPT_ADAPTER_WAIT: die_rc(llm_parse_double("--adapter-max-wait", arg, 0,
+		                                               1e6,
+		                                               &o->ep.adapter_max_wait)); break;
 		case 'v': o->verbose = true; break;
 		default: llm_cli_usage_error(&cli, "unhandled option");
 		}
@@ -340,6 +369,29 @@ static int write_port_file(const char *path, int port)
 	return llm_ofile_commit(f);
 }
 
+/* Every adapter into memory, up to the cache's limits. */
+static int preload(struct llm_adapters *ac)
+{
+	struct llm_adapter_info *v;
+	int n, rc = llm_adapters_list(ac, &v, &n);
+	if (rc)
+		return rc;
+	for (int i = 0; !rc && i < n; i++) {
+		struct llm_adapters_stats st;
+		llm_adapters_stats(ac, &st);
+		if (st.max_active > 0 && st.resident >= st.max_active)
+			break;
+		rc = llm_adapters_load(ac, v[i].name, -1);
+		if (rc && rc != LLM_ENOMEM) {
+			/* a bad adapter fails its own requests, not the server */
+			fprintf(stderr, "%s: warning: %s\n", prog, llm_errmsg());
+			rc = 0;
+		}
+	}
+	free(v);
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
 	struct options o;
@@ -350,6 +402,7 @@ int main(int argc, char **argv)
 	struct llm_engine *e = NULL;
 	struct llm_serve *s = NULL;
 	struct llm_http *h = NULL;
+	struct llm_adapters *ac = NULL;
 	char path[4096], *name = NULL;
 	int rc, status = 0;
 	sigset_t sigs;
@@ -384,6 +437,20 @@ int main(int argc, char **argv)
 
 	if ((rc = llm_policy_new(&pol, o.policy, &o.pp)))
 		goto fail;
+	if (o.adapters) {
+		o.ap.dir = o.adapters;
+		if ((rc = llm_adapters_new(&ac, m, &o.ap)))
+			goto fail;
+		o.ep.adapters = ac;
+		if (o.preload && (rc = preload(ac)))
+			goto fail;
+		if (o.verbose) {
+			struct llm_adapters_stats as;
+			llm_adapters_stats(ac, &as);
+			fprintf(stderr, "%s: %s: %d adapters, at most %d in memory\n", prog,
+			        o.adapters, as.registered, as.max_active);
+		}
+	}
 	o.ep.policy = pol;
 	pol = NULL;                 /* the engine owns it, also on failure */
 	if ((rc = llm_engine_new(&e, ctx, tok, &o.ep)))
@@ -452,6 +519,7 @@ done:
 	llm_http_free(h);
 	llm_engine_free(e);         /* before the service its notify calls reach */
 	llm_serve_free(s);
+	llm_adapters_free(ac);      /* after the engine that pins them */
 	llm_policy_free(pol);
 	llm_ctx_free(ctx);
 	llm_tokenizer_free(tok);

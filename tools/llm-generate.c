@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "llmkit/adapters.h"
 #include "llmkit/backend.h"
 #include "llmkit/chat.h"
 #include "llmkit/cli.h"
@@ -20,6 +21,7 @@
 #include "llmkit/gguf.h"
 #include "llmkit/lora.h"
 #include "llmkit/model.h"
+#include "llmkit/sched.h"
 #include "llmkit/tokenizer.h"
 #include "llmkit/util.h"
 
@@ -31,7 +33,7 @@ enum {
 	OPT_BEAMS, OPT_LENGTH_PENALTY, OPT_NO_EARLY_STOP, OPT_STOP, OPT_IGNORE_EOS,
 	OPT_NO_BOS, OPT_SPECIAL, OPT_ECHO, OPT_JSON, OPT_CHAT, OPT_CHAT_TEMPLATE,
 	OPT_SYSTEM, OPT_PROMPTS, OPT_N_BATCH, OPT_LOGPROBS, OPT_NO_STREAM,
-	OPT_KV_BLOCK, OPT_KV_TYPE, OPT_MMAP, OPT_LORA, OPT_DEVICE,
+	OPT_KV_BLOCK, OPT_KV_TYPE, OPT_MMAP, OPT_LORA, OPT_DEVICE, OPT_ADAPTERS,
 };
 
 #define MAX_LORA 16   /* LLM_CTX_MAX_LORA */
@@ -43,6 +45,9 @@ static const struct llm_opt opts[] = {
 	                                    "a GGUF adapter) at run time, its delta "
 	                                    "times SCALE (default 1); repeatable: "
 	                                    "deltas add up" },
+	{ OPT_ADAPTERS, "adapters", "DIR", "--prompts lines may name an adapter of DIR "
+	                                   "(\"model\" or \"adapter\"; \"base\": none): "
+	                                   "prompts of many adapters run in one batch" },
 	{ 'p', "prompt", "TEXT", "\nInput\nthe prompt (default: none: start from BOS)" },
 	{ 'f', "file", "FILE", "read the prompt from FILE ('-': standard input)" },
 	{ 'i', "prompts", "FILE", "many prompts, one per line ('\\n' escapes) or JSONL "
@@ -131,6 +136,7 @@ struct options {
 	char *lora[MAX_LORA];
 	float lora_scale[MAX_LORA];
 	int n_lora;
+	const char *adapters;   /* --adapters DIR: per-prompt adapters */
 };
 
 /* "\n", "\t", "\\" escapes, in place. */
@@ -244,6 +250,7 @@ static void parse_options(int argc, char **argv, struct options *o)
 		case OPT_N_BATCH: die_usage_rc(llm_parse_int("--batch-tokens", arg, 1,
 		                                             1 << 20, &o->n_batch)); break;
 		case OPT_MMAP: o->mmap = true; break;
+		case OPT_ADAPTERS: o->adapters = arg; break;
 		case OPT_LORA:
 			if (o->n_lora == MAX_LORA)
 				llm_cli_usage_error(&cli, "at most %d --lora adapters", MAX_LORA);
@@ -294,6 +301,8 @@ struct item {
 	int32_t *tokens;
 	int n_tokens;
 	struct llm_gen_request req;
+	char *adapter;          /* JSONL "model" / "adapter" (with --adapters) */
+	int adapter_id;
 };
 
 static void item_free(struct item *it)
@@ -304,6 +313,7 @@ static void item_free(struct item *it)
 		free(it->stops[i]);
 	free(it->tokens);
 	llm_gen_request_clear(&it->req);
+	free(it->adapter);
 }
 
 static int json_num(json_t *v, const char *where, const char *key, double lo,
@@ -387,6 +397,8 @@ static int format_messages(json_t *msgs, enum llm_chat_template tmpl,
 }
 
 /* A JSONL line: {"prompt": ... | "messages": [...], settings...}. */
+static bool adapters_on;   /* --adapters given */
+
 static int parse_json_item(struct item *it, const char *line, const char *where,
                            enum llm_chat_template tmpl)
 {
@@ -470,6 +482,18 @@ static int parse_json_item(struct item *it, const char *line, const char *where,
 				break;
 			}
 			it->gp.ignore_eos = json_is_true(v);
+		} else if ((!strcmp(key, "model") && adapters_on) || !strcmp(key, "adapter")) {
+			if (!json_is_string(v)) {
+				rc = llm_error(LLM_EINVAL, "%s: \"%s\" must be a string", where, key);
+				break;
+			}
+			if (!adapters_on) {
+				rc = llm_error(LLM_EINVAL, "%s: \"adapter\" needs --adapters DIR",
+				               where);
+				break;
+			}
+			free(it->adapter);
+			it->adapter = strdup(json_string_value(v));
 		} else if (!strcmp(key, "model") || !strcmp(key, "stream") ||
 		           !strcmp(key, "user") || !strcmp(key, "priority")) {
 			/* OpenAI request fields with no meaning here */
@@ -632,6 +656,7 @@ struct session {
 	struct llm_tokenizer *tok;
 	struct llm_ctx *ctx;
 	enum llm_chat_template tmpl;
+	struct llm_adapters *adapters;
 };
 
 /*
@@ -751,6 +776,112 @@ static int run_items(struct session *s, struct item *items, int n)
 			                 strerror(errno));
 	}
 	return 0;
+}
+
+/*
+ * --adapters: the prompts through the serving engine (sched.h), each with
+ * its adapter bound to its sequence, so prompts of many adapters share
+ * every forward pass; results are printed in input order as run_items does.
+ */
+static int run_items_adapters(struct session *s, struct item *items, int n,
+                              struct llm_adapters *ac)
+{
+	struct options *o = s->o;
+	struct llm_engine_params ep;
+	struct llm_engine *e = NULL;
+	struct llm_sreq **rs = calloc(n, sizeof(*rs));
+	int rc;
+
+	if (!rs)
+		return llm_error(LLM_ENOMEM, "out of memory");
+	llm_engine_params_default(&ep);
+	ep.max_batch = o->batch;
+	ep.adapters = ac;
+	if ((rc = llm_engine_new(&e, s->ctx, s->tok, &ep)) ||
+	    (rc = llm_engine_start(e)))
+		goto out;
+	double t0 = llm_time_now();
+	for (int i = 0; i < n && !rc; i++) {
+		struct item *it = &items[i];
+		struct llm_sreq_params sp = { 0 };
+		if ((rc = bind_item(s, it)))
+			break;
+		if (it->gp.n_beams > 0) {
+			rc = llm_error(LLM_EUNSUPPORTED, "beam search does not run with "
+			               "--adapters");
+			break;
+		}
+		sp.prompt = it->tokens;
+		sp.n_prompt = it->n_tokens;
+		sp.gen = it->gp;
+		sp.gen.logprobs = o->logprobs;
+		sp.text_start = it->empty;
+		sp.adapter = it->adapter_id;
+		if (!(rc = llm_sreq_new(&rs[i], &sp)))
+			rc = llm_engine_submit(e, rs[i]);
+	}
+	for (int i = 0; i < n && !rc; i++) {
+		struct item *it = &items[i];
+		struct llm_gen_request *r = &it->req;
+		struct llm_sreq_snap sn;
+		while (!llm_sreq_wait(rs[i], SIZE_MAX, 1 << 30, -1))
+			;
+		if ((rc = llm_sreq_snapshot(rs[i], 0, 0, &sn)))
+			break;
+		if (sn.error) {
+			rc = llm_error(sn.error, "%s", sn.errmsg);
+		} else {
+			r->text = malloc(sn.text_len + 1);
+			r->tokens = malloc((sn.n_new + 1) * sizeof(*r->tokens));
+			if (!r->text || !r->tokens) {
+				rc = llm_error(LLM_ENOMEM, "out of memory");
+			} else {
+				memcpy(r->text, sn.text, sn.text_len + 1);
+				r->text_len = sn.text_len;
+				memcpy(r->tokens, sn.tokens, sn.n_new * sizeof(*r->tokens));
+				r->n_tokens = sn.n_tokens;
+				r->finish = sn.finish;
+				r->logprob = 0;
+				for (int k = 0; sn.logprobs && k < sn.n_new; k++)
+					r->logprob += sn.logprobs[k];
+				double t_sub = sn.t_total;   /* submitted at about t0 */
+				r->t_first_token = sn.t_first;
+				r->t_done = t_sub;
+			}
+		}
+		llm_sreq_snap_free(&sn);
+		if (rc) {
+			llm_error_prefix(rc, "prompt %d", i + 1);
+			break;
+		}
+		if (o->json) {
+			print_json(o, it, i);
+		} else if (o->echo && it->text) {
+			char *both = malloc(it->text_len + r->text_len + 1);
+			if (!both) {
+				rc = llm_error(LLM_ENOMEM, "out of memory");
+				break;
+			}
+			memcpy(both, it->text, it->text_len);
+			memcpy(both + it->text_len, r->text, r->text_len);
+			print_escaped(both, it->text_len + r->text_len);
+			free(both);
+		} else {
+			print_escaped(r->text, r->text_len);
+		}
+		fflush(stdout);
+	}
+	if (!rc && o->verbose)
+		fprintf(stderr, "%s: %d prompts with adapters in %.3f s\n", prog, n,
+		        llm_time_now() - t0);
+out:
+	if (e)
+		llm_engine_stop(e, rc == 0);
+	for (int i = 0; i < n; i++)
+		llm_sreq_release(rs[i]);
+	free(rs);
+	llm_engine_free(e);
+	return rc;
 }
 
 /* ---------------------------------------------------------------- chat */
@@ -950,6 +1081,11 @@ int main(int argc, char **argv)
 	}
 
 	/* prompts */
+	adapters_on = o.adapters != NULL;
+	if (o.adapters && !o.prompts) {
+		rc = llm_error(LLM_EINVAL, "--adapters goes with --prompts");
+		goto fail;
+	}
 	if (o.prompts) {
 		if ((rc = read_prompts(o.prompts, &o, s.tmpl, &items, &n_items)))
 			goto fail;
@@ -1022,13 +1158,35 @@ int main(int argc, char **argv)
 		if ((rc = llm_ctx_add_lora(s.ctx, lora[i], o.lora_scale[i])))
 			goto fail;
 
-	rc = o.chat ? run_chat(&s) : run_items(&s, items, n_items);
+	if (o.adapters) {
+		struct llm_adapters_params ap;
+		llm_adapters_params_default(&ap);
+		ap.dir = o.adapters;
+		ap.max_active = 0;
+		if ((rc = llm_adapters_new(&s.adapters, s.m, &ap)))
+			goto fail;
+		for (int i = 0; i < n_items; i++) {
+			const char *a = items[i].adapter;
+			items[i].adapter_id = -1;
+			if (!a || !*a || !strcmp(a, "base"))
+				continue;
+			if ((items[i].adapter_id = llm_adapters_find(s.adapters, a)) < 0) {
+				rc = llm_error_prefix(items[i].adapter_id, "%s: prompt %d", o.prompts,
+				                      i + 1);
+				goto fail;
+			}
+		}
+		rc = run_items_adapters(&s, items, n_items, s.adapters);
+	} else {
+		rc = o.chat ? run_chat(&s) : run_items(&s, items, n_items);
+	}
 	if (rc)
 		goto fail;
 	for (int i = 0; i < n_items; i++)
 		item_free(&items[i]);
 	free(items);
 	llm_ctx_free(s.ctx);
+	llm_adapters_free(s.adapters);
 	free_lora(&o, lora);
 	llm_tokenizer_free(s.tok);
 	llm_model_free(s.m);
@@ -1039,6 +1197,7 @@ fail:
 	fflush(stdout);
 	llm_cli_report(prog);
 	llm_ctx_free(s.ctx);
+	llm_adapters_free(s.adapters);
 	free_lora(&o, lora);
 	return llm_cli_finish(prog, 1);
 }

@@ -55,6 +55,7 @@ struct llm_tokenizer;
 struct llm_engine;
 struct llm_sreq;
 struct llm_policy;
+struct llm_adapters;
 
 /* ---------------------------------------------------------------- requests */
 
@@ -69,7 +70,8 @@ struct llm_sreq_params {
 	                               beam search is not served (n_beams 0) */
 	bool text_start;          /* the prompt holds no text (see generate.h) */
 	int priority;             /* class: higher runs first (priority policy) */
-	int adapter;              /* -1: the base model (adapter slots: later) */
+	int adapter;              /* -1: the base model; else an adapter id of
+	                             the engine's adapter cache (adapters.h) */
 	llm_sreq_notify_fn notify;
 	void *user;
 };
@@ -297,6 +299,15 @@ struct llm_engine_params {
 	double watermark;         /* fraction of KV blocks admission leaves free
 	                             for running sequences to grow (0.02) */
 	struct llm_policy *policy;  /* NULL: continuous; the engine takes it */
+	/* Multi-LoRA: the adapters requests may name (adapters.h; not taken
+	 * over; NULL: base model only).  A request's adapter is loaded before
+	 * it is admitted, bound to its sequence while it runs, and pinned
+	 * (never evicted) meanwhile.  Admission prefers waiting requests whose
+	 * adapter is resident; one that waited adapter_max_wait seconds for
+	 * its adapter (default 2) stops admission of other adapters' requests
+	 * until its adapter could be loaded (bounded unfairness). */
+	struct llm_adapters *adapters;
+	double adapter_max_wait;
 	/* Called on the engine thread after every step (traces); may be NULL. */
 	void (*on_step)(void *user, const struct llm_step_info *s);
 	void *step_user;
@@ -370,6 +381,7 @@ void llm_engine_metrics(struct llm_engine *e, struct llm_engine_metrics *m);
 struct llm_ctx *llm_engine_ctx(struct llm_engine *e);
 const struct llm_tokenizer *llm_engine_tok(struct llm_engine *e);
 struct llm_policy *llm_engine_policy(struct llm_engine *e);
+struct llm_adapters *llm_engine_adapters(struct llm_engine *e);
 
 #ifdef __cplusplus
 }

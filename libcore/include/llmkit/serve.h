@@ -30,7 +30,9 @@
  *                 priority and hybrid policies; default 0)
  *   stream        server-sent events, ended by "data: [DONE]"
  *   stream_options {"include_usage": true}: a last chunk with usage
- *   model         must name the served model when given
+ *   model         the served model (or "base"), or an adapter of the
+ *                 engine's adapters directory (multi-LoRA; 404 naming an
+ *                 unknown one)
  *   ignore_eos    (extension) generate past end-of-text
  *
  * Unknown fields are ignored, as OpenAI's own clients send many.
@@ -85,6 +87,8 @@ struct llm_serve_req {
 	bool text_start;          /* the prompts hold no text (BOS alone) */
 	int logprobs;             /* -1: none, else alternatives per token */
 	int priority;
+	int adapter;              /* -1: the base model; else the adapter id
+	                             "model" named (adapters.h) */
 	bool seed_set;
 	struct llm_gen_params gen;
 	char *stops[LLM_MAX_STOP];
