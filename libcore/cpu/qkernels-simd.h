@@ -283,9 +283,71 @@ QDOTK(q4_k)
 QDOTK(q5_k)
 QDOTK(q6_k)
 
+/*
+ * q4_k against one token (decoding): everything in registers.  The twelve
+ * scale bytes hold eight 6-bit scales and eight 6-bit mins; as 32-bit
+ * words a, b, c (bytes 0-3, 4-7, 8-11):
+ *
+ *   scales 0-3 = a & 0x3f...   scales 4-7 = (c & 0x0f...) | (a >> 6 & 0x03...) << 4
+ *   mins 0-3   = b & 0x3f...   mins 4-7   = (c >> 4 & 0x0f...) | (b >> 6 & 0x03...) << 4
+ *
+ * Chunk c (elements 32c..32c+31) takes scale c; the mins multiply the
+ * activation's sums over 16 (bsums), each min covering two of them.
+ */
+QTARGET static inline __attribute__((always_inline)) void
+QN(dot1_q4_k)(const void *w, const void *x, size_t xs, const int NT, int64_t nb,
+              float *out)
+{
+	(void)xs;
+	(void)NT;
+	const struct llm_block_q4_k *wb = w;
+	const struct llm_block_q8_k *xb = x;
+	const __m256i mf = _mm256_set1_epi8(0x0F);
+	__m256 acc = _mm256_setzero_ps();
+	for (int64_t i = 0; i < nb; i++) {
+		uint32_t a, b, c;
+		memcpy(&a, wb[i].scales, 4);
+		memcpy(&b, wb[i].scales + 4, 4);
+		memcpy(&c, wb[i].scales + 8, 4);
+		const uint32_t k3f = 0x3f3f3f3fu, k0f = 0x0f0f0f0fu, k03 = 0x03030303u;
+		uint64_t sc = (uint64_t)(a & k3f) |
+		              (uint64_t)((c & k0f) | ((a >> 6 & k03) << 4)) << 32;
+		uint64_t mn = (uint64_t)(b & k3f) |
+		              (uint64_t)((c >> 4 & k0f) | ((b >> 6 & k03) << 4)) << 32;
+		/* scales as eight int16 in both lanes; mins doubled, as sixteen */
+		__m128i sc16 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc));
+		__m256i scv = _mm256_set_m128i(sc16, sc16);
+		__m128i m8 = _mm_cvtsi64_si128((long long)mn);
+		__m256i mv = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
+		__m256i is = _mm256_setzero_si256();
+		_Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
+			__m256i q = _mm256_loadu_si256((const __m256i *)(wb[i].qs + 32 * j));
+			__m256i lo = _mm256_and_si256(q, mf);
+			__m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), mf);
+			/* int16 scale 2j and 2j+1 broadcast */
+			__m256i s0 = _mm256_shuffle_epi8(scv, _mm256_set1_epi16(
+			        (short)((4 * j + 1) << 8 | 4 * j)));
+			__m256i s1 = _mm256_shuffle_epi8(scv, _mm256_set1_epi16(
+			        (short)((4 * j + 3) << 8 | (4 * j + 2))));
+			is = DOT_SCALED(is, lo, _mm256_loadu_si256(
+			        (const __m256i *)(xb[i].qs + 64 * j)), s0);
+			is = DOT_SCALED(is, hi, _mm256_loadu_si256(
+			        (const __m256i *)(xb[i].qs + 64 * j + 32)), s1);
+		}
+		__m256i io = _mm256_madd_epi16(_mm256_loadu_si256(
+		        (const __m256i *)xb[i].bsums), mv);
+		const float xd = xb[i].d;
+		acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is),
+		                      _mm256_set1_ps(_cvtsh_ss(wb[i].d) * xd), acc);
+		acc = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(io),
+		                       _mm256_set1_ps(_cvtsh_ss(wb[i].dmin) * xd), acc);
+	}
+	out[0] = QN(hsum)(acc);
+}
+
 /* ---------------------------------------------------------------- rows */
 
-#define QROWS(T, BS)                                                          \
+#define QROWS1(T, BS, DOT1)                                                       \
 QTARGET static void QN(qrows_##T)(const void *w, size_t row_bytes, int64_t n_in, \
                                   int64_t r0, int64_t r1, const void *xq,     \
                                   size_t xs, int n_tok, float *y, int64_t ldy) \
@@ -298,7 +360,7 @@ QTARGET static void QN(qrows_##T)(const void *w, size_t row_bytes, int64_t n_in,
 			const char *xt = (const char *)xq + t * xs;           \
 			int nt = n_tok - t < NTMAX ? n_tok - t : NTMAX;       \
 			switch (nt) {                                         \
-			case 1: QN(dot_##T)(wr, xt, xs, 1, nb, out); break;   \
+			case 1: DOT1(wr, xt, xs, 1, nb, out); break;          \
 			case 2: QN(dot_##T)(wr, xt, xs, 2, nb, out); break;   \
 			case 3: QN(dot_##T)(wr, xt, xs, 3, nb, out); break;   \
 			default: QN(dot_##T)(wr, xt, xs, 4, nb, out); break;  \
@@ -309,6 +371,8 @@ QTARGET static void QN(qrows_##T)(const void *w, size_t row_bytes, int64_t n_in,
 	}                                                                     \
 }
 
+#define QROWS(T, BS) QROWS1(T, BS, QN(dot_##T))
+
 QROWS(q4_0, 32)
 QROWS(q4_1, 32)
 QROWS(q5_0, 32)
@@ -316,7 +380,7 @@ QROWS(q5_1, 32)
 QROWS(q8_0, 32)
 QROWS(q2_k, 256)
 QROWS(q3_k, 256)
-QROWS(q4_k, 256)
+QROWS1(q4_k, 256, QN(dot1_q4_k))
 QROWS(q5_k, 256)
 QROWS(q6_k, 256)
 
