@@ -31,6 +31,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <dlfcn.h>
+#include <pthread.h>
+
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -40,6 +43,66 @@
 #include "llmkit/kvcache.h"
 #include "llmkit/model.h"
 #include "cuda/cuda-internal.h"
+
+/*
+ * cuBLAS is opened when the first CUDA backend is made, not linked: mapping
+ * libcublas costs a process about 200 MiB of resident memory at start,
+ * which every program linking libllmcore would pay, CUDA or not.  The five
+ * functions used go through this table.
+ */
+static struct {
+	decltype(&cublasCreate_v2) create;
+	decltype(&cublasDestroy_v2) destroy;
+	decltype(&cublasSetStream_v2) set_stream;
+	decltype(&cublasSetMathMode) set_math_mode;
+	/* the C entry (C++ also sees an overload taking a cudaDataType) */
+	cublasStatus_t (*gemm_ex)(cublasHandle_t, cublasOperation_t, cublasOperation_t,
+	                          int, int, int, const void *, const void *,
+	                          cudaDataType, int, const void *, cudaDataType, int,
+	                          const void *, void *, cudaDataType, int,
+	                          cublasComputeType_t, cublasGemmAlgo_t);
+	char err[256];
+} cublas;
+static pthread_once_t cublas_once = PTHREAD_ONCE_INIT;
+
+static void cublas_open(void)
+{
+	static const char *const names[] = {
+		LLM_CUDA_LIBDIR "/libcublas.so", "libcublas.so.13", "libcublas.so.12",
+		"libcublas.so",
+	};
+	void *lib = NULL;
+	const char *why = "not found";
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]) && !lib; i++) {
+		lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+		if (!lib && i == 0)
+			why = dlerror();
+	}
+	if (!lib) {
+		snprintf(cublas.err, sizeof(cublas.err), "cannot open cuBLAS: %s", why);
+		return;
+	}
+	*(void **)&cublas.create = dlsym(lib, "cublasCreate_v2");
+	*(void **)&cublas.destroy = dlsym(lib, "cublasDestroy_v2");
+	*(void **)&cublas.set_stream = dlsym(lib, "cublasSetStream_v2");
+	*(void **)&cublas.set_math_mode = dlsym(lib, "cublasSetMathMode");
+	*(void **)&cublas.gemm_ex = dlsym(lib, "cublasGemmEx");
+	if (!cublas.create || !cublas.destroy || !cublas.set_stream ||
+	    !cublas.set_math_mode || !cublas.gemm_ex) {
+		snprintf(cublas.err, sizeof(cublas.err),
+		         "cuBLAS lacks a function this backend needs");
+		cublas.gemm_ex = NULL;
+	}
+}
+
+#undef cublasCreate
+#undef cublasDestroy
+#undef cublasSetStream
+#define cublasCreate(...) cublas.create(__VA_ARGS__)
+#define cublasDestroy(...) cublas.destroy(__VA_ARGS__)
+#define cublasSetStream(...) cublas.set_stream(__VA_ARGS__)
+#define cublasSetMathMode(...) cublas.set_math_mode(__VA_ARGS__)
+#define cublasGemmEx(...) cublas.gemm_ex(__VA_ARGS__)
 
 /* Bytes of halves a dequantized weight tile may take on the cuBLAS path. */
 #define TILE_BYTES (64u << 20)
@@ -148,6 +211,16 @@ static bool blas_ok(struct cuda *c, cublasStatus_t s, const char *what)
 	(void)cudaGetLastError();
 	fail(c, s == CUBLAS_STATUS_ALLOC_FAILED ? LLM_ENOMEM : LLM_EIO,
 	     "cublas: %s: %s (%d)", what, blas_name(s), (int)s);
+	return false;
+}
+
+/* cuBLAS opened (once per process), or the reason in c. */
+static bool blas_load(struct cuda *c)
+{
+	pthread_once(&cublas_once, cublas_open);
+	if (cublas.gemm_ex)
+		return true;
+	fail(c, LLM_EUNSUPPORTED, "%s", cublas.err);
 	return false;
 }
 
@@ -853,7 +926,7 @@ int llm_backend_cuda_init(struct llm_backend **out, int device, int n_threads)
 		                                     cudaEventDisableTiming),
 		        "cudaEventCreate"))
 			goto fail;
-	if (!blas_ok(c, cublasCreate(&c->blas), "cublasCreate") ||
+	if (!blas_load(c) || !blas_ok(c, cublasCreate(&c->blas), "cublasCreate") ||
 	    !blas_ok(c, cublasSetStream(c->blas, c->stream), "cublasSetStream") ||
 	    !blas_ok(c, cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH), "cublasSetMathMode"))
 		goto fail;
@@ -948,7 +1021,7 @@ int llm_cuda_gemm_peak(int dim, int reps, double *best)
 	    !OK(c, cudaMalloc(&y, n2 * 4), "cudaMalloc") ||
 	    !OK(c, cudaMemsetAsync(a, 0, n2 * 2, s), "cudaMemsetAsync") ||
 	    !OK(c, cudaMemsetAsync(b, 0, n2 * 2, s), "cudaMemsetAsync") ||
-	    !blas_ok(c, cublasCreate(&h), "cublasCreate") ||
+	    !blas_load(c) || !blas_ok(c, cublasCreate(&h), "cublasCreate") ||
 	    !blas_ok(c, cublasSetStream(h, s), "cublasSetStream"))
 		goto done;
 	/* the product the prefill path runs: halves in, f32 out and sums */
