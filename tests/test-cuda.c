@@ -669,6 +669,13 @@ int main(void)
 		printf("%d checks passed, %d failed (host unpacking)\n", n_pass, n_fail);
 		return 1;
 	}
+	/* cuBLAS is opened at run time: the library and its five entry points
+	 * must be found (no GPU needed for that) */
+	if (llm_cuda_blas_open()) {
+		printf("FAIL: %s\n", llm_errmsg());
+		return 1;
+	}
+	n_pass++;
 #endif
 	if (llm_cuda_device_count() < 1) {
 		printf("SKIP: no CUDA device (or a build without CUDA); %d host checks "

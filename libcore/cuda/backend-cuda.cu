@@ -214,6 +214,13 @@ static bool blas_ok(struct cuda *c, cublasStatus_t s, const char *what)
 	return false;
 }
 
+int llm_cuda_blas_open(void)
+{
+	pthread_once(&cublas_once, cublas_open);
+	return cublas.gemm_ex ? 0 : llm_error(LLM_EUNSUPPORTED, "device cuda: %s",
+	                                      cublas.err);
+}
+
 /* cuBLAS opened (once per process), or the reason in c. */
 static bool blas_load(struct cuda *c)
 {

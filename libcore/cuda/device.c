@@ -50,6 +50,12 @@ int llm_cuda_device_count(void)
 	return 0;
 }
 
+int llm_cuda_blas_open(void)
+{
+	return llm_error(LLM_EUNSUPPORTED, "device cuda: this build has no CUDA "
+	                 "backend (configure --with-cuda)");
+}
+
 int llm_cuda_membw(uint64_t bytes, int reps, double *best)
 {
 	(void)bytes;

@@ -236,6 +236,9 @@ int llm_backend_cuda_open(struct llm_backend **out, const char *device,
                           int n_threads);
 /* CUDA devices present: 0 without any, or in a build without CUDA. */
 int llm_cuda_device_count(void);
+/* Open cuBLAS (the backend does on its first use; it is not linked, see
+ * backend-cuda.cu): 0, or LLM_EUNSUPPORTED with the reason.  Needs no GPU. */
+int llm_cuda_blas_open(void);
 /* Device memory bandwidth by a copy kernel over bytes (0: 1 GiB) read and
  * written, best of reps: bytes moved per second (read + write). */
 int llm_cuda_membw(uint64_t bytes, int reps, double *best);
