@@ -50,38 +50,10 @@ trap 'rm -rf "$tmp"' EXIT
 
 # load average, and tasks runnable right now besides this one (other
 # sessions' work shows here before the average catches up)
-load() {
-	awk '{ split($4, r, "/"); printf "%s (%d running)", $1, r[1] - 1 }' /proc/loadavg \
-		2>/dev/null || echo "?"
-}
+. "$src/scripts/bench/lib.sh"
 
 # value of column NAME in row(s) matching KEY=VALUE pairs of a CSV file whose
 # fields may be quoted (llama-bench quotes every field)
-csv_get() {
-	awk -v want="$2" -v conds="$3" '
-	function split_csv(line, out,    n, i, c, f, q) {
-		n = 0; f = ""; q = 0
-		for (i = 1; i <= length(line); i++) {
-			c = substr(line, i, 1)
-			if (c == "\"") q = !q
-			else if (c == "," && !q) { out[++n] = f; f = "" }
-			else f = f c
-		}
-		out[++n] = f
-		return n
-	}
-	NR == 1 { n = split_csv($0, h); for (i = 1; i <= n; i++) col[h[i]] = i; next }
-	{
-		split_csv($0, v)
-		nc = split(conds, cs, " ")
-		for (k = 1; k <= nc; k++) {
-			split(cs[k], kv, "=")
-			if (v[col[kv[1]]] != kv[2]) next
-		}
-		print v[col[want]]
-		exit
-	}' "$1"
-}
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 verdict() { awk -v r="$1" -v t="$2" 'BEGIN { if (r == "n/a") print "n/a"; else print (r >= t ? "met" : "MISSED") }'; }

@@ -47,10 +47,7 @@ mkdir -p "$dir"
 model="$dir/stories110M-dummy-f32.gguf"
 [ -s "$model" ] || "$convert" --dummy stories110M -o "$model" >/dev/null
 
-load() {
-	awk '{ split($4, r, "/"); printf "%s (%d running)", $1, r[1] - 1 }' /proc/loadavg \
-		2>/dev/null || echo "?"
-}
+. "$src/scripts/bench/lib.sh"
 
 echo "# load before: $(load), $(nproc) CPUs"
 "$sb" -m "$model" -t "$threads" -c "$clients" -D "$seconds" -b "$clients" \
