@@ -129,7 +129,12 @@ struct staged {
 	bool pending;
 };
 
-enum { ST_IDS, ST_POS, ST_SLOTS, ST_TABLE, ST_COUNT };
+/* LoRA descriptors rotate through LORA_RING roles: a call waits only for
+ * the upload of the call LORA_RING calls before to have left its pinned
+ * buffer, not for the one just before (the GPU may still be behind). */
+#define LORA_RING 16
+enum { ST_IDS, ST_POS, ST_SLOTS, ST_TABLE, ST_LORA0,
+       ST_COUNT = ST_LORA0 + LORA_RING };
 
 struct cuda {
 	int device;
@@ -140,6 +145,9 @@ struct cuda {
 
 	struct wentry *w;      /* open addressing, cap_w a power of two */
 	size_t n_w, cap_w;
+	/* the table is shared with the threads that place adapters ahead of
+	 * time (ops->weight) and forget them (ops->forget) */
+	pthread_mutex_t wmu;
 
 	struct staged st[ST_COUNT];
 	int32_t *table_host;   /* attention table being built */
@@ -150,11 +158,35 @@ struct cuda {
 	void *xh;              /* activations as halves */
 	size_t xh_n;
 	bool attn_simple;      /* LLMKIT_CUDA_ATTN=simple: no tiled attention */
+
+	/* lora_seg (host bookkeeping, then one staged upload per call) */
+	unsigned char *lora_buf;     /* descriptors | items | rows being built */
+	size_t lora_buf_cap;
+	uint32_t *lora_stamp;        /* per row: the pass that last wrote it */
+	size_t lora_stamp_n;
+	uint32_t lora_pass;
+	int *lora_pass_end;          /* items where each pass ends */
+	int lora_pass_cap;
+	int lora_ring;               /* the next ring role */
+	void *lora_t;                /* intermediates (device) */
+	size_t lora_t_n;
 };
+
+/* The backend of be, its GPU made the calling thread's current device
+ * (the engine and the adapter loader are threads of their own, and CUDA's
+ * current device is per thread: cuda:1 would otherwise launch on GPU 0). */
+static thread_local int bound_device = -1;
 
 static struct cuda *cuda_of(struct llm_backend *be)
 {
-	return (struct cuda *)be->impl;
+	struct cuda *c = (struct cuda *)be->impl;
+	if (c && c->device != bound_device) {
+		if (cudaSetDevice(c->device) == cudaSuccess)
+			bound_device = c->device;
+		else
+			(void)cudaGetLastError();   /* the next CUDA call reports it */
+	}
+	return c;
 }
 
 /* ---------------------------------------------------------------- errors */
@@ -371,14 +403,17 @@ static bool weights_grow(struct cuda *c)
 	return true;
 }
 
-/* The device copy of bytes of host weights at host, made on first use;
- * NULL (recorded) when it cannot be made. */
-static const void *weight(struct cuda *c, const void *host, size_t bytes)
+/*
+ * The device copy of bytes of host weights at host, made on first use;
+ * NULL on failure with *code and msg set (nothing recorded: the callers
+ * decide whether a failure sticks).  Under wmu.
+ */
+static const void *weight_locked(struct cuda *c, const void *host, size_t bytes,
+                                 int *code, char *msg, size_t msz)
 {
-	if (c->status)
-		return NULL;
 	if (!host) {
-		fail(c, LLM_EINVAL, "cuda: a weight has no data");
+		*code = LLM_EINVAL;
+		snprintf(msg, msz, "cuda: a weight has no data");
 		return NULL;
 	}
 	if (c->cap_w) {
@@ -387,13 +422,17 @@ static const void *weight(struct cuda *c, const void *host, size_t bytes)
 			if (c->w[j].host == host) {
 				if (c->w[j].bytes >= bytes)
 					return c->w[j].dev;
-				fail(c, LLM_EINVAL, "cuda: weight at %p read as %zu bytes, "
-				     "uploaded as %zu", host, bytes, c->w[j].bytes);
+				*code = LLM_EINVAL;
+				snprintf(msg, msz, "cuda: weight at %p read as %zu bytes, "
+				         "uploaded as %zu", host, bytes, c->w[j].bytes);
 				return NULL;
 			}
 	}
-	if ((c->n_w + 1) * 2 > c->cap_w && !weights_grow(c))
+	if ((c->n_w + 1) * 2 > c->cap_w && !weights_grow(c)) {
+		*code = LLM_ENOMEM;
+		snprintf(msg, msz, "cuda: out of host memory for the weight table");
 		return NULL;
+	}
 	void *dev = NULL;
 	cudaError_t e = cudaMalloc(&dev, bytes ? bytes : 1);
 	if (e != cudaSuccess) {
@@ -403,16 +442,21 @@ static const void *weight(struct cuda *c, const void *host, size_t bytes)
 			(void)cudaGetLastError();
 			fr = tot = 0;
 		}
-		fail(c, code_of(e), "cuda: cannot place %zu MiB of weights on the device "
-		     "(%zu of %zu MiB free): %s", bytes >> 20, fr >> 20, tot >> 20,
-		     cudaGetErrorString(e));
+		*code = code_of(e);
+		snprintf(msg, msz, "cuda: cannot place %zu MiB of weights on the device "
+		         "(%zu of %zu MiB free): %s", bytes >> 20, fr >> 20, tot >> 20,
+		         cudaGetErrorString(e));
 		return NULL;
 	}
-	/* on the stream, so kernels queued after it see it; the model's pages
-	 * outlive the copy */
-	if (bytes && !OK(c, cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice,
-	                                    c->stream), "cudaMemcpyAsync (weights)")) {
+	/* on the stream, so kernels queued after it see it; the host pages
+	 * outlive the copy (a pageable copy has left them when this returns) */
+	if (bytes && (e = cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice,
+	                                  c->stream)) != cudaSuccess) {
+		(void)cudaGetLastError();
 		cudaFree(dev);
+		*code = code_of(e);
+		snprintf(msg, msz, "cuda: cudaMemcpyAsync (weights): %s",
+		         cudaGetErrorString(e));
 		return NULL;
 	}
 	size_t j = hash_ptr(host, c->cap_w);
@@ -425,12 +469,79 @@ static const void *weight(struct cuda *c, const void *host, size_t bytes)
 	return dev;
 }
 
+/* The device copy for an op: NULL (recorded) when it cannot be made. */
+static const void *weight(struct cuda *c, const void *host, size_t bytes)
+{
+	char msg[400];
+	int code = 0;
+	if (c->status)
+		return NULL;
+	pthread_mutex_lock(&c->wmu);
+	const void *d = weight_locked(c, host, bytes, &code, msg, sizeof(msg));
+	pthread_mutex_unlock(&c->wmu);
+	if (!d)
+		fail(c, code, "%s", msg);
+	return d;
+}
+
+/* Ahead of time (the context's weights, the adapter cache's device tier,
+ * on any thread): a failure is returned, not kept, so an adapter that
+ * does not fit fails its own load, not the backend. */
 static int cuda_weight(struct llm_backend *be, const void *host, size_t bytes)
 {
 	struct cuda *c = cuda_of(be);
-	if (!weight(c, host, bytes))
+	char msg[400];
+	int code = 0;
+	if (c->status)
 		return cuda_status(be);
-	return 0;
+	pthread_mutex_lock(&c->wmu);
+	const void *d = weight_locked(c, host, bytes, &code, msg, sizeof(msg));
+	pthread_mutex_unlock(&c->wmu);
+	return d ? 0 : llm_error(code, "%s", msg);
+}
+
+/*
+ * Free the device copy of the weights at host (backend.h): out of the
+ * table (backward-shift deletion keeps every probe chain whole), then,
+ * once the work queued on the stream is done (it may read the copy),
+ * cudaFree.  Any thread; unknown addresses are ignored.
+ */
+static void cuda_forget(struct llm_backend *be, const void *host)
+{
+	struct cuda *c = cuda_of(be);
+	void *dev = NULL;
+	if (!host)
+		return;
+	pthread_mutex_lock(&c->wmu);
+	if (c->cap_w) {
+		const size_t mask = c->cap_w - 1;
+		size_t i = hash_ptr(host, c->cap_w);
+		while (c->w[i].host && c->w[i].host != host)
+			i = (i + 1) & mask;
+		if (c->w[i].host) {
+			dev = c->w[i].dev;
+			/* the hole at i: pull back each later entry of the run whose
+			 * probe from its home slot k passes i (dist(k, j) >= dist(i, j)) */
+			for (size_t j = (i + 1) & mask; c->w[j].host; j = (j + 1) & mask) {
+				size_t k = hash_ptr(c->w[j].host, c->cap_w);
+				if (((j - k) & mask) >= ((j - i) & mask)) {
+					c->w[i] = c->w[j];
+					i = j;
+				}
+			}
+			c->w[i].host = NULL;
+			c->w[i].dev = NULL;
+			c->w[i].bytes = 0;
+			c->n_w--;
+		}
+	}
+	pthread_mutex_unlock(&c->wmu);
+	if (!dev)
+		return;
+	if (cudaStreamSynchronize(c->stream) != cudaSuccess)
+		(void)cudaGetLastError();   /* the device is gone: the ops report it */
+	if (cudaFree(dev) != cudaSuccess)
+		(void)cudaGetLastError();
 }
 
 static const void *tensor_dev(struct cuda *c, const struct llm_tensor *w)
@@ -806,6 +917,213 @@ static void cuda_attention(struct llm_backend *be, const struct llm_attn_batch *
 	OK(c, cuda_attention(c->stream, &a), "attention kernel");
 }
 
+/* ---------------------------------------------------------------- LoRA */
+
+/* A pass number no row's stamp holds yet. */
+static uint32_t lora_next_pass(struct cuda *c)
+{
+	if (++c->lora_pass == 0) {
+		/* wrapped: stamps of passes long gone would match again */
+		memset(c->lora_stamp, 0, c->lora_stamp_n * sizeof(uint32_t));
+		c->lora_pass = 1;
+	}
+	return c->lora_pass;
+}
+
+/* Host room: the build buffer, the row stamps (rows 0 .. max_row), the
+ * pass list; false (recorded) when out of memory. */
+static bool lora_room(struct cuda *c, size_t bytes, int64_t max_row, int n_pass)
+{
+	if (bytes > c->lora_buf_cap) {
+		size_t cap = bytes < 4096 ? 4096 : 2 * bytes;
+		unsigned char *b = (unsigned char *)realloc(c->lora_buf, cap);
+		if (!b)
+			goto oom;
+		c->lora_buf = b;
+		c->lora_buf_cap = cap;
+	}
+	if ((size_t)max_row + 1 > c->lora_stamp_n) {
+		size_t n = 2 * ((size_t)max_row + 1);
+		uint32_t *st = (uint32_t *)realloc(c->lora_stamp, n * sizeof(uint32_t));
+		if (!st)
+			goto oom;
+		memset(st + c->lora_stamp_n, 0, (n - c->lora_stamp_n) * sizeof(uint32_t));
+		c->lora_stamp = st;
+		c->lora_stamp_n = n;
+	}
+	if (n_pass > c->lora_pass_cap) {
+		int *pe = (int *)realloc(c->lora_pass_end, 2 * (size_t)n_pass * sizeof(int));
+		if (!pe)
+			goto oom;
+		c->lora_pass_end = pe;
+		c->lora_pass_cap = 2 * n_pass;
+	}
+	return true;
+oom:
+	fail(c, LLM_ENOMEM, "cuda: out of host memory for LoRA segments");
+	return false;
+}
+
+static inline int lora_row(const struct llm_lora_seg *g, int i)
+{
+	return g->rows ? g->rows[i] : g->t0 + i;
+}
+
+static inline bool lora_active(const struct llm_lora_seg *g)
+{
+	return g->n > 0 && g->rank > 0 && g->scale != 0;
+}
+
+/*
+ * y += the deltas of the segments (backend.h).  On the host: each active
+ * segment's matrices found or placed on the device by address (adapters
+ * are uploaded once), its intermediates given a place in t, its rows cut
+ * into work items; the segments cut into passes in the order given - a
+ * segment that writes a row an earlier segment of the pass writes starts
+ * the next pass (only contiguous segments may overlap, backend.h), as the
+ * CPU backend does.  Descriptors, items and rows lists go to the device in
+ * one staged upload; then one shrink and one expand launch per pass (one
+ * pass unless stacked adapters overlap).
+ */
+static void cuda_lora_seg(struct llm_backend *be, const float *x, float *y,
+                          int n_in, int n_out, const struct llm_lora_seg *segs,
+                          int n_segs)
+{
+	struct cuda *c = cuda_of(be);
+	if (c->status || n_segs < 1)
+		return;
+	if (n_in < 1 || n_out < 1) {
+		fail(c, LLM_EINVAL, "cuda: lora_seg of %d x %d", n_out, n_in);
+		return;
+	}
+
+	/* sizes, and the arguments checked */
+	int n_act = 0, max_rank = 0;
+	int64_t n_items = 0, n_rows = 0, n_t = 0, max_row = -1;
+	for (int s = 0; s < n_segs; s++) {
+		const struct llm_lora_seg *g = &segs[s];
+		if (!lora_active(g))
+			continue;
+		if (!g->a || !g->b) {
+			fail(c, LLM_EINVAL, "cuda: lora_seg: segment %d has no matrices", s);
+			return;
+		}
+		if (g->rank > CUDA_LORA_MAX_RANK) {
+			fail(c, LLM_EUNSUPPORTED, "cuda: LoRA rank %d (at most %d)", g->rank,
+			     CUDA_LORA_MAX_RANK);
+			return;
+		}
+		if (g->rows) {
+			for (int i = 0; i < g->n; i++) {
+				if (g->rows[i] < 0) {
+					fail(c, LLM_EINVAL, "cuda: lora_seg: row %d", g->rows[i]);
+					return;
+				}
+				max_row = g->rows[i] > max_row ? g->rows[i] : max_row;
+			}
+			n_rows += g->n;
+		} else {
+			if (g->t0 < 0 || (int64_t)g->t0 + g->n > INT32_MAX) {
+				fail(c, LLM_EINVAL, "cuda: lora_seg: rows %d + %d", g->t0, g->n);
+				return;
+			}
+			max_row = g->t0 + g->n - 1 > max_row ? g->t0 + g->n - 1 : max_row;
+		}
+		n_act++;
+		n_items += (g->n + CUDA_LORA_TOK - 1) / CUDA_LORA_TOK;
+		n_t += (int64_t)g->n * g->rank;
+		max_rank = g->rank > max_rank ? g->rank : max_rank;
+	}
+	if (!n_act)
+		return;
+	if (n_items > INT32_MAX || n_rows > INT32_MAX) {
+		fail(c, LLM_ERANGE, "cuda: lora_seg: %lld rows", (long long)n_rows);
+		return;
+	}
+	const size_t off_items = (size_t)n_act * sizeof(struct cuda_lora_seg);
+	const size_t off_rows = off_items + (size_t)n_items * sizeof(struct cuda_lora_item);
+	const size_t total = off_rows + (size_t)n_rows * sizeof(int32_t);
+	if (!lora_room(c, total, max_row, n_act + 1))
+		return;
+
+	struct cuda_lora_seg *ds = (struct cuda_lora_seg *)c->lora_buf;
+	struct cuda_lora_item *items = (struct cuda_lora_item *)(c->lora_buf + off_items);
+	int32_t *rows = (int32_t *)(c->lora_buf + off_rows);
+	uint32_t *stamp = c->lora_stamp;
+	int na = 0, ni = 0, nr = 0, np = 0;
+	int64_t toff = 0;
+	uint32_t pass = lora_next_pass(c);
+	for (int s = 0; s < n_segs; s++) {
+		const struct llm_lora_seg *g = &segs[s];
+		if (!lora_active(g))
+			continue;
+		const void *ad = weight(c, g->a, (size_t)g->rank * n_in * sizeof(float));
+		const void *bd = weight(c, g->b, (size_t)n_out * g->rank * sizeof(float));
+		if (!ad || !bd)
+			return;
+		bool clash = false;
+		for (int i = 0; i < g->n && !clash; i++)
+			clash = stamp[lora_row(g, i)] == pass;
+		if (clash) {
+			c->lora_pass_end[np++] = ni;
+			pass = lora_next_pass(c);
+		}
+		for (int i = 0; i < g->n; i++) {
+			int r = lora_row(g, i);
+			if (stamp[r] == pass) {
+				fail(c, LLM_EINVAL, "cuda: lora_seg: segment %d names row %d "
+				     "twice", s, r);
+				return;
+			}
+			stamp[r] = pass;
+		}
+		struct cuda_lora_seg *d = &ds[na];
+		d->a = (const float *)ad;
+		d->b = (const float *)bd;
+		d->toff = toff;
+		d->rank = g->rank;
+		d->scale = g->scale;
+		d->t0 = g->rows ? 0 : g->t0;
+		d->rows = g->rows ? nr : -1;
+		if (g->rows) {
+			memcpy(rows + nr, g->rows, (size_t)g->n * sizeof(int32_t));
+			nr += g->n;
+		}
+		for (int i0 = 0; i0 < g->n; i0 += CUDA_LORA_TOK) {
+			items[ni].seg = na;
+			items[ni].i0 = i0;
+			items[ni].n = g->n - i0 < CUDA_LORA_TOK ? g->n - i0 : CUDA_LORA_TOK;
+			ni++;
+		}
+		toff += (int64_t)g->n * g->rank;
+		na++;
+	}
+	c->lora_pass_end[np++] = ni;
+	LLM_ASSERT(na == n_act && ni == n_items && nr == n_rows && toff == n_t);
+
+	float *t = (float *)scratch(c, &c->lora_t, &c->lora_t_n,
+	                            (size_t)n_t * sizeof(float));
+	const int role = ST_LORA0 + c->lora_ring;
+	c->lora_ring = (c->lora_ring + 1) % LORA_RING;
+	const unsigned char *dev = (const unsigned char *)stage(c, role, c->lora_buf,
+	                                                        total);
+	if (!t || !dev)
+		return;
+	const struct cuda_lora_seg *dsegs = (const struct cuda_lora_seg *)dev;
+	const struct cuda_lora_item *ditems = (const struct cuda_lora_item *)(dev + off_items);
+	const int32_t *drows = (const int32_t *)(dev + off_rows);
+	for (int p = 0; p < np; p++) {
+		const int i0 = p ? c->lora_pass_end[p - 1] : 0;
+		const int cnt = c->lora_pass_end[p] - i0;
+		if (!OK(c, cuda_lora_shrink(c->stream, x, n_in, dsegs, drows, ditems + i0,
+		                            cnt, t), "LoRA shrink kernel") ||
+		    !OK(c, cuda_lora_expand(c->stream, t, y, n_out, dsegs, drows,
+		                            ditems + i0, cnt, max_rank),
+		        "LoRA expand kernel"))
+			return;
+	}
+}
+
 /* ---------------------------------------------------------------- life */
 
 static void cuda_free(struct llm_backend *be)
@@ -828,6 +1146,12 @@ static void cuda_free(struct llm_backend *be)
 				cudaEventDestroy(c->st[r].done);
 		}
 		free(c->table_host);
+		free(c->lora_buf);
+		free(c->lora_stamp);
+		free(c->lora_pass_end);
+		if (c->lora_t)
+			cudaFree(c->lora_t);
+		pthread_mutex_destroy(&c->wmu);
 		if (c->tile)
 			cudaFree(c->tile);
 		if (c->xh)
@@ -845,8 +1169,8 @@ static void cuda_free(struct llm_backend *be)
 /*
  * The table is filled by name (C++ before C++20 has no designated
  * initializers, and a positional list breaks silently when backend.h
- * gains an op); the LoRA and training ops stay NULL: not on this backend
- * yet (callers check).
+ * gains an op); the training ops stay NULL: not on this backend yet
+ * (callers check).
  */
 static struct llm_backend_ops cuda_ops;
 
@@ -872,6 +1196,8 @@ static const struct llm_backend_ops *cuda_ops_table(void)
 		cuda_ops.add = cuda_add;
 		cuda_ops.synchronize = cuda_synchronize;
 		cuda_ops.weight = cuda_weight;
+		cuda_ops.forget = cuda_forget;
+		cuda_ops.lora_seg = cuda_lora_seg;
 		cuda_ops.status = cuda_status;
 		cuda_ops.name = "cuda";  /* last: the table is complete */
 	}
@@ -919,6 +1245,7 @@ int llm_backend_cuda_init(struct llm_backend **out, int device, int n_threads)
 	be->impl = c;
 	be->n_threads = n_threads > 0 ? n_threads : 1;
 	c->device = device;
+	pthread_mutex_init(&c->wmu, NULL);
 	{
 		const char *env = getenv("LLMKIT_CUDA_ATTN");
 		c->attn_simple = env && !strcmp(env, "simple");

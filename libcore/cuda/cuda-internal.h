@@ -85,6 +85,44 @@ struct cuda_attn_args {
 };
 cudaError_t cuda_attention(cudaStream_t s, const struct cuda_attn_args *a);
 
+/*
+ * LoRA deltas over segments (the SGMV idea, backend.h lora_seg), in two
+ * launches over a list of work items, each up to CUDA_LORA_TOK rows of one
+ * segment:
+ *   shrink: t[toff + i * rank + k] = scale * (a[k] . x[row i])
+ *   expand: y[row i] += b t[toff + i * rank ...]
+ * The items of one launch must not share a row of y (each y element is
+ * written by one thread); t holds every segment's intermediates apart
+ * (toff), so the launches of several passes may reuse nothing.
+ */
+#define CUDA_LORA_TOK 8
+/* Largest rank the expand kernel takes (its t rows in shared memory). */
+#define CUDA_LORA_MAX_RANK 1024
+struct cuda_lora_seg {
+	const float *a;       /* device (rank x n_in) */
+	const float *b;       /* device (n_out x rank) */
+	int64_t toff;         /* its intermediates: t[toff ..], n x rank */
+	int rank;
+	float scale;
+	int t0;               /* rows t0 .. without a rows list */
+	int rows;             /* offset of its rows list in rows[], -1: none */
+};
+struct cuda_lora_item {
+	int seg;              /* index into segs */
+	int i0, n;            /* rows i0 .. i0 + n - 1 of the segment, n <= TOK */
+};
+cudaError_t cuda_lora_shrink(cudaStream_t s, const float *x, int n_in,
+                             const struct cuda_lora_seg *segs,
+                             const int32_t *rows,
+                             const struct cuda_lora_item *items, int n_items,
+                             float *t);
+/* max_rank: the largest rank among the items' segments (shared memory). */
+cudaError_t cuda_lora_expand(cudaStream_t s, const float *t, float *y, int n_out,
+                             const struct cuda_lora_seg *segs,
+                             const int32_t *rows,
+                             const struct cuda_lora_item *items, int n_items,
+                             int max_rank);
+
 /* Copy kernel for the bandwidth measurement of the benchmark. */
 cudaError_t cuda_copy_kernel(cudaStream_t s, const void *src, void *dst,
                              size_t bytes);

@@ -140,6 +140,12 @@ struct llm_backend_ops {
 	 */
 	int (*weight)(struct llm_backend *be, const void *host, size_t bytes);
 	int (*status)(struct llm_backend *be);
+	/* Free the device copy of the weights at host (made by weight or by an
+	 * op), once the work queued before has finished with it, so the host
+	 * memory may be freed or reused (an evicted adapter); unknown
+	 * addresses are ignored.  weight and forget may be called from any
+	 * thread.  NULL on the CPU. */
+	void (*forget)(struct llm_backend *be, const void *host);
 
 	/* ------------------------------------------------ LoRA and training
 	 * Every op below writes its outputs in a fixed order that does not
