@@ -973,6 +973,30 @@ START_TEST(predictive_forecasts_from_history)
 	ck_assert_int_eq(plan_of(p, &v).kv_reserve, 0);
 	llm_policy_free(p);
 
+	/* a surge is sized with the service time seen when busy, not the
+	 * quiet hour's, and that time is saved with the history */
+	FILE *g = fopen(path, "w");
+	ck_assert(g != NULL);
+	fprintf(g, "llmkit-predictive 1\nperiod 86400\nbuckets 24\nepoch 0\n");
+	for (int i = 0; i < 24; i++)
+		fprintf(g, "%g 3\n", i == 10 ? 4.0 : 0.5);
+	fclose(g);
+	p = policy("predictive", &q);
+	v.arrival_rate = 0.5;
+	v.wall = 86400.0 * 100 + 10 * 3600 - 600;      /* 09:50, busy */
+	v.service_time = 3;
+	(void)plan_of(p, &v);
+	v.wall += 300;                                  /* 09:55, quiet again */
+	v.service_time = 0.5;
+	ck_assert_int_eq(plan_of(p, &v).max_running, 15);  /* 1.25 x 4/s x ~3 s */
+	ck_assert_int_eq(llm_policy_save(p), 0);
+	llm_policy_free(p);
+	/* (saving folds the buckets up to the real clock: the seasons
+	 * between the test's day 100 and today halve the 4/s to 2/s) */
+	p = policy("predictive", &q);
+	ck_assert_int_eq(plan_of(p, &v).max_running, 8);   /* 1.25 x 2/s x 3 s */
+	llm_policy_free(p);
+
 	/* a history made for other buckets is refused, naming the file */
 	q.buckets = 48;
 	struct llm_policy *bad;

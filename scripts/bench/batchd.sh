@@ -12,11 +12,13 @@
 # 2. A quiet period then a launch spike (open loop) for the policies that
 #    size batches from load.
 # 3. Mixed priorities under overload: per-class p99 TTFT.
+# 4. KV pressure: continuous and load with a cache too small for the
+#    batch (KV_MEM): mean batch and preemptions.
 # Markdown tables on stdout; JSON per run and gnuplot PNGs (if gnuplot is
 # installed) in OUTDIR.  Environment: DURATION (seconds per closed-loop
 # run, 60), SHAPE_S (seconds of the open-loop shapes, 30),
 # CLIENTS (32), THREADS (2), RATE (open-loop base rate, req/s: 0.4 x
-# the closed loop's continuous completions), SECTIONS (which of 1 2 3 to run: 123), MODEL (a GGUF; default a dummy made with
+# the closed loop's continuous completions), SECTIONS (which of 1 2 3 4 to run: 1234), MODEL (a GGUF; default a dummy made with
 # llm-convert --dummy stories110M).
 set -eu
 src=$(cd "$(dirname "$0")/../.." && pwd)
@@ -71,12 +73,12 @@ for f in sys.argv[1:]:
 PY
 }
 
-sections=${SECTIONS:-123}
-# ---------------------------------------------------------------- 1. closed loop
-case $sections in *1*)
+sections=${SECTIONS:-1234}
 lg="--clients $C --shape sharegpt --rate 10 --len-scale 0.125 --max-prompt 128 --max-output 64"
 lg="$lg --slo-ttft 5 --slo-tpot 0.5"
 lg="$lg --duration $D"
+# ---------------------------------------------------------------- 1. closed loop
+case $sections in *1*)
 run one-at-a-time "--policy continuous --max-batch 1" $lg
 for p in static continuous adaptive window load predictive priority hybrid; do
 	extra=
@@ -192,6 +194,22 @@ for f in sys.argv[1:]:
         d["server"]["preemptions"]))
 PY
 
+;; esac
+# ---------------------------------------------------------------- 4. KV pressure
+# The closed loop again with a KV cache too small for 32 sequences
+# (KV_MEM, 48M: about 80 blocks of 16 positions, room for ~10 whole
+# requests): continuous admits whatever fits and preempts when running
+# sequences outgrow the cache; load shrinks the batch when the cache is
+# over --kv-high used and grows it back under --kv-low.
+case $sections in *4*)
+kv=${KV_MEM:-48M}
+for p in continuous load; do
+	run "kv-$p" "--policy $p --max-batch 32 --kv-mem $kv" $lg
+done
+echo
+echo "## KV pressure: $C clients, closed loop, --kv-mem $kv, ${D}s per run"
+echo
+table "$out"/kv-continuous.json "$out"/kv-load.json
 ;; esac
 # ---------------------------------------------------------------- plots
 if command -v gnuplot >/dev/null 2>&1; then
