@@ -385,10 +385,8 @@ static bool weights_grow(struct cuda *c)
 {
 	size_t cap = c->cap_w ? 2 * c->cap_w : 256;
 	struct wentry *w = (struct wentry *)calloc(cap, sizeof(*w));
-	if (!w) {
-		fail(c, LLM_ENOMEM, "cuda: out of host memory for the weight table");
-		return false;
-	}
+	if (!w)
+		return false;     /* the caller says why */
 	for (size_t i = 0; i < c->cap_w; i++) {
 		if (!c->w[i].host)
 			continue;
@@ -449,7 +447,8 @@ static const void *weight_locked(struct cuda *c, const void *host, size_t bytes,
 		return NULL;
 	}
 	/* on the stream, so kernels queued after it see it; the host pages
-	 * outlive the copy (a pageable copy has left them when this returns) */
+	 * outlive the copy (the model's; an adapter's are freed only after
+	 * forget, which waits for the stream) */
 	if (bytes && (e = cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice,
 	                                  c->stream)) != cudaSuccess) {
 		(void)cudaGetLastError();

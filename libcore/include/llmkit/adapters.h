@@ -57,7 +57,8 @@ struct llm_adapters_params {
 	                             adapter larger than it is still read when
 	                             nothing else is resident) */
 	/* device tier: the backend the adapters are served on (NULL or the
-	 * CPU: host memory only); or hooks of one's own (not both) */
+	 * CPU: host memory only; it must outlive the cache); or hooks of
+	 * one's own (not both) */
 	struct llm_backend *backend;
 	int (*upload)(void *user, const char *name, struct llm_lora *a);
 	void (*drop)(void *user, const char *name, struct llm_lora *a);
