@@ -132,7 +132,7 @@ struct staged {
 /* LoRA descriptors rotate through LORA_RING roles: a call waits only for
  * the upload of the call LORA_RING calls before to have left its pinned
  * buffer, not for the one just before (the GPU may still be behind). */
-#define LORA_RING 16
+#define LORA_RING 64
 enum { ST_IDS, ST_POS, ST_SLOTS, ST_TABLE, ST_LORA0,
        ST_COUNT = ST_LORA0 + LORA_RING };
 
