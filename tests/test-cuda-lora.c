@@ -518,7 +518,7 @@ static void test_lora_seg(void)
 	seg_case("interleaved rows lists", 161, NI, NO, s, ns);
 
 	/* rows lists with uneven, scattered rows (and one of a single row) */
-	static int32_t odd[3][64];
+	static int32_t odd[3][100];
 	int no[3] = { 0 };
 	unsigned seed = 3;
 	for (int r = 0; r < 100; r++) {
