@@ -212,7 +212,7 @@ echo
 table "$out"/kv-continuous.json "$out"/kv-load.json
 ;; esac
 # ---------------------------------------------------------------- plots
-if command -v gnuplot >/dev/null 2>&1; then
+if command -v gnuplot >/dev/null 2>&1 && [ -r "$out/one-at-a-time.json" ] && [ -r "$out/spike-predictive.metrics" ]; then
 	python3 - "$out" <<'PY'
 import json, sys
 o = sys.argv[1]
