@@ -119,7 +119,8 @@ static const struct llm_policy_ops window_ops = {
 /*
  * The cap on running sequences follows the time per output token (each
  * step gives every decoding sequence one token, so TPOT is the step time):
- * it grows by one while steps stay under 90% of target_tpot_ms and
+ * it grows by one while steps (their decoding part, for steps that also
+ * take prompt tokens) stay under 90% of target_tpot_ms and
  * requests wait, and shrinks by a fifth when they go over (additive
  * increase, multiplicative decrease).  The prompt tokens of a step are
  * held to what fits in the target too, from the measured cost per prompt
@@ -170,21 +171,31 @@ static void adaptive_step(struct llm_policy *p, const struct llm_step_info *s)
 	struct adaptive *a = p->state;
 	double target = p->prm.target_tpot_ms / 1000;
 	int decode = s->n_tokens - s->n_prefill;
+	double t;   /* the step's decoding part */
 
 	if (s->n_seqs == 0)
 		return;
 	if (s->n_prefill == 0) {
 		a->t_decode = a->t_decode > 0 ? 0.8 * a->t_decode + 0.2 * s->t_step
 		                              : s->t_step;
-		if (s->t_step > target)
-			a->cap = fmax(p->prm.min_batch, fmin(a->cap, decode) * 0.8);
-		else if (s->t_step < 0.9 * target && a->waiting > 0 &&
-		         decode >= (int)a->cap)
-			a->cap = fmin(p->prm.max_batch, a->cap + 1);
-	} else if (a->t_decode > 0 && s->t_step > a->t_decode) {
-		double pp = (s->t_step - a->t_decode) / s->n_prefill;
-		a->per_prompt = a->per_prompt > 0 ? 0.8 * a->per_prompt + 0.2 * pp : pp;
+		t = s->t_step;
+	} else {
+		if (a->t_decode > 0 && s->t_step > a->t_decode) {
+			double pp = (s->t_step - a->t_decode) / s->n_prefill;
+			a->per_prompt = a->per_prompt > 0 ? 0.8 * a->per_prompt + 0.2 * pp : pp;
+		}
+		/* Under steady arrivals almost every step carries prompt
+		 * tokens (held to the target's room above): the cap follows
+		 * what the decoding part of such a step costs, the step less
+		 * its prompt tokens at the measured price. */
+		if (!(a->per_prompt > 0) || decode <= 0)
+			return;
+		t = s->t_step - s->n_prefill * a->per_prompt;
 	}
+	if (t > target)
+		a->cap = fmax(p->prm.min_batch, fmin(a->cap, decode) * 0.8);
+	else if (t < 0.9 * target && a->waiting > 0 && decode >= (int)a->cap)
+		a->cap = fmin(p->prm.max_batch, a->cap + 1);
 }
 
 static const struct llm_policy_ops adaptive_ops = {

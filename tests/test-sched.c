@@ -785,6 +785,27 @@ START_TEST(adaptive_follows_tpot_target)
 	pl = plan_of(p, &v);
 	ck_assert_int_lt(pl.prefill_tokens, 60);
 	ck_assert_int_gt(pl.prefill_tokens, 20);
+	/* every step carrying prompt tokens (steady arrivals): the cap
+	 * follows the decoding part of the step, so it still grows while
+	 * that stays fast, and shrinks when it goes over */
+	int c2 = plan_of(p, &v).max_running;
+	for (int i = 0; i < 10; i++) {
+		pl = plan_of(p, &v);
+		si.n_seqs = pl.max_running + 1;
+		si.n_prefill = 20;
+		si.n_tokens = pl.max_running + 20;
+		si.t_step = 0.010 + 0.020;   /* 20 prompt tokens at 1 ms */
+		p->ops->step(p, &si);
+	}
+	int c3 = plan_of(p, &v).max_running;
+	ck_assert_int_gt(c3, c2);
+	for (int i = 0; i < 3; i++) {
+		si.n_seqs = c3 + 1;
+		si.n_tokens = c3 + 20;
+		si.t_step = 0.080 + 0.020;
+		p->ops->step(p, &si);
+	}
+	ck_assert_int_lt(plan_of(p, &v).max_running, c3);
 	llm_policy_free(p);
 }
 END_TEST
