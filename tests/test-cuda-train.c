@@ -673,6 +673,8 @@ int main(void)
 		test_matmul_train(types[i], 256, 300, 5);
 		test_matmul_train(types[i], 512, 64, 70);
 	}
+	test_matmul_train(LLM_F32, 100, 13, 9);      /* no multiple of 32 */
+	test_matmul_train(LLM_F16, 100, 13, 9);
 	test_matmul_train(LLM_Q8_0, 256, 8300, 3);   /* two f32 tiles */
 	test_rmsnorm_bwd(7, 300);
 	test_rmsnorm_bwd(64, 64);
