@@ -512,8 +512,10 @@ int llm_trainer_new(struct llm_trainer **out, const struct llm_model *m,
 			t->hdrop2 = fa(n * wide);
 		}
 	}
-	if ((t->dev && (!t->zeros || (p->dropout > 0 && (!t->hdrop || !t->hdrop2)))) ||
-	    !t->hloss || !t->xl || !t->xf || !t->dx || !t->dtmp || !t->dq || !t->dk || !t->dv ||
+	bool dev_ok = !t->dev || (t->zeros && (p->dropout <= 0 ||
+	                                        (t->hdrop && t->hdrop2)));
+	if (!dev_ok || !t->hloss ||
+	    !t->xl || !t->xf || !t->dx || !t->dtmp || !t->dq || !t->dk || !t->dv ||
 	    !t->datt || !t->dh || !t->dg || !t->du || !t->dxn || !t->drop ||
 	    (p->dropout > 0 && !t->drop2) || !t->dt ||
 	    !t->logits || !t->loss || !t->pos) {
