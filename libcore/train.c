@@ -378,7 +378,7 @@ static int setup_lora(struct llm_trainer *t)
 			bfree(t, tp->v);
 			tp->p = tp->g = tp->m = tp->v = NULL;
 			return llm_error(LLM_ENOMEM, "device %s: out of memory for the "
-			                 "adapter's %lld parameters", t->p.device,
+			                 "adapter's %lld parameters", t->op->name,
 			                 (long long)tp->n);
 		}
 		t->op->upload(t->be, tp->p, tp->hp, (size_t)tp->n * sizeof(float));
@@ -423,8 +423,10 @@ int llm_trainer_new(struct llm_trainer **out, const struct llm_model *m,
 	}
 	memcpy(t->layers, m->layers, hp->n_layer * sizeof(*t->layers));
 	t->fm.layers = t->layers;
-	if ((rc = llm_backend_init(&t->be, p->device ? p->device : "cpu",
-	                           p->n_threads)))
+	if (p->backend)
+		t->be = p->backend;
+	else if ((rc = llm_backend_init(&t->be, p->device ? p->device : "cpu",
+	                                p->n_threads)))
 		goto fail;
 	t->op = t->be->ops;
 	t->dev = !t->op->host_memory;
@@ -432,7 +434,7 @@ int llm_trainer_new(struct llm_trainer **out, const struct llm_model *m,
 		const struct llm_backend_ops *o = t->op;
 		if (p->full || p->qat_type >= 0) {
 			rc = llm_error(LLM_EUNSUPPORTED, "device %s: %s training runs on "
-			               "the CPU only", p->device,
+			               "the CPU only", t->op->name,
 			               p->full ? "full" : "quantization-aware");
 			goto fail;
 		}
@@ -441,7 +443,7 @@ int llm_trainer_new(struct llm_trainer **out, const struct llm_model *m,
 		    !o->swiglu_fwd || !o->swiglu_bwd || !o->cross_entropy || !o->adamw ||
 		    !o->status) {
 			rc = llm_error(LLM_EUNSUPPORTED, "device %s: the backend has no "
-			               "training ops", p->device);
+			               "training ops", t->op->name);
 			goto fail;
 		}
 	}
@@ -582,7 +584,7 @@ void llm_trainer_free(struct llm_trainer *t)
 	llm_lora_free(t->lv);
 	free(t->params);
 	free(t->layers);
-	if (t->be)
+	if (t->be && !t->p.backend)
 		llm_backend_free(t->be);
 	free(t);
 }

@@ -36,6 +36,7 @@ struct llm_model;
 struct llm_lora;
 struct llm_tokenizer;
 struct llm_gguf;
+struct llm_backend;
 
 struct llm_train_params {
 	int n_threads;        /* <= 0: all CPUs */
@@ -43,6 +44,8 @@ struct llm_train_params {
 	                         a device backend trains LoRA adapters (not
 	                         full or qat_type); its parameters, gradients,
 	                         moments and activations live in device memory */
+	struct llm_backend *backend;  /* NULL, or the backend to compute on
+	                         (kept, not freed; device is then unused) */
 	int seq_len;          /* tokens per sequence (positions 0..seq_len-1) */
 	int max_seqs;         /* most sequences per micro-batch (buffers) */
 	float lr;             /* peak learning rate */
