@@ -585,10 +585,11 @@ static void test_training(void)
 		        dropout, loss_c[0], loss_c[1], loss_c[2], loss_g[0], loss_g[1],
 		        loss_g[2]);
 		/* the adapter, updated in place on the host by every step: its
-		 * change close to the CPU's (in norm: Adam turns a tiny gradient's
-		 * rounding into a full step of either sign) */
+		 * change close to the CPU's (in norm: Adam's first steps move every
+		 * element by about lr, so an element whose gradient is within
+		 * rounding of 0 may step either way - one such is ~0.5% here) */
 		double e = rel_l2(lg->mem, lc->mem, l0, lc->n_params);
-		CHECK(e <= 1e-2, "dropout %g: trained adapter: relative L2 error of "
+		CHECK(e <= 3e-2, "dropout %g: trained adapter: relative L2 error of "
 		      "the change %.3g", dropout, e);
 		CHECK(memcmp(lc->mem, l0, bytes), "dropout %g: the CPU adapter did not "
 		      "change", dropout);
