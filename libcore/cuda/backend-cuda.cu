@@ -27,6 +27,7 @@
  * weight's type, quantized weights dequantized to halves a tile of rows at
  * a time.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,8 +134,9 @@ struct staged {
  * the upload of the call LORA_RING calls before to have left its pinned
  * buffer, not for the one just before (the GPU may still be behind). */
 #define LORA_RING 64
-enum { ST_IDS, ST_POS, ST_SLOTS, ST_TABLE, ST_LORA0,
-       ST_COUNT = ST_LORA0 + LORA_RING };
+enum { ST_IDS, ST_POS, ST_SLOTS, ST_TABLE,
+       ST_START, ST_TARGETS,   /* training: attention starts, loss targets */
+       ST_LORA0, ST_COUNT = ST_LORA0 + LORA_RING };
 
 struct cuda {
 	int device;
@@ -170,6 +172,14 @@ struct cuda {
 	int lora_ring;               /* the next ring role */
 	void *lora_t;                /* intermediates (device) */
 	size_t lora_t_n;
+
+	/* training (kernels-train.cu) */
+	void *ftile;           /* weight rows dequantized to f32 */
+	size_t ftile_n;
+	void *iota;            /* int32 0, 1, ... TRAIN_TILE_MAX - 1 */
+	size_t iota_n;
+	void *tscr;            /* scratch of the backward ops */
+	size_t tscr_n;
 };
 
 /* The backend of be, its GPU made the calling thread's current device
@@ -1123,6 +1133,327 @@ static void cuda_lora_seg(struct llm_backend *be, const float *x, float *y,
 	}
 }
 
+/* ---------------------------------------------------------------- training */
+
+/*
+ * The training ops (backend.h).  Weights - matmul_train's and matmul_bwd's
+ * w, rmsnorm_bwd's w, rope_bwd's inv_freq - are host memory found in the
+ * weight cache, as for the forward ops; pos, start and targets are host
+ * index arrays (staged); everything else is device memory.
+ *
+ * Products are cuBLAS in f32 (CUBLAS_COMPUTE_32F: no TF32 or halves), which
+ * gives the same bits every run on one GPU with one stream.  Non-f32
+ * weights are dequantized to f32 (the get_rows kernels over a row index
+ * list 0, 1, ...) a tile of rows at a time, the tile's size depending only
+ * on the matrix's.  The kernels are in kernels-train.cu.
+ */
+
+/* Most weight rows in one f32 tile of matmul_train / matmul_bwd. */
+#define TRAIN_TILE_MAX 8192
+
+static void cuda_gemm(struct llm_backend *be, enum llm_gemm_op ta,
+                      enum llm_gemm_op tb, int m, int n, int k, float alpha,
+                      const float *a, int lda, const float *b, int ldb, float beta,
+                      float *cm, int ldc)
+{
+	struct cuda *c = cuda_of(be);
+	if (c->status || m < 1 || n < 1)
+		return;
+	if (k < 1) {
+		fail(c, LLM_EINVAL, "cuda: gemm with an inner dimension of %d", k);
+		return;
+	}
+	/* row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, and
+	 * a row-major matrix's memory read column-major is its transpose: the
+	 * operands swap places and keep their flags */
+	blas_ok(c, cublasGemmEx(c->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N,
+	                        ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, b,
+	                        CUDA_R_32F, ldb, a, CUDA_R_32F, lda, &beta, cm,
+	                        CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+	        "cublasGemmEx (gemm)");
+}
+
+/* Rows of a weight of n_in columns per f32 tile: about TILE_BYTES, a
+ * multiple of 64 (or all n_out rows). */
+static int64_t train_tile_rows(int64_t n_in, int64_t n_out)
+{
+	int64_t rows = (int64_t)(TILE_BYTES / ((size_t)n_in * sizeof(float)));
+	if (rows > TRAIN_TILE_MAX)
+		rows = TRAIN_TILE_MAX;
+	if (rows < 64)
+		rows = 64;
+	rows &= ~(int64_t)63;
+	return rows < n_out ? rows : n_out;
+}
+
+/* The device copy of a weight matrix for the training products, checked;
+ * NULL (recorded) if the backend cannot take it. */
+static const void *train_weight(struct cuda *c, const struct llm_tensor *w,
+                                const char *op)
+{
+	const size_t rb = llm_row_size(w->type, w->ne[0]);
+	if (!cuda_type_supported(w->type) || !rb || w->ne[0] > INT32_MAX ||
+	    w->ne[1] > INT32_MAX) {
+		fail(c, LLM_EUNSUPPORTED, "cuda: %s over %s: %s weights of %lld x %lld",
+		     op, w->name ? w->name : "a tensor", llm_dtype_name(w->type),
+		     (long long)w->ne[1], (long long)w->ne[0]);
+		return NULL;
+	}
+	return tensor_dev(c, w);
+}
+
+/* Rows r0 .. r0 + nr - 1 of w (device copy wd) as f32 into the tile
+ * buffer (which holds tile_rows rows): the tile, or NULL (recorded). */
+static float *train_tile(struct cuda *c, const struct llm_tensor *w,
+                         const void *wd, int64_t tile_rows, int64_t r0, int64_t nr)
+{
+	const int64_t n_in = w->ne[0];
+	const size_t rb = llm_row_size(w->type, n_in);
+	if (!c->iota_n) {
+		int32_t *h = (int32_t *)malloc(TRAIN_TILE_MAX * sizeof(int32_t));
+		if (!h) {
+			fail(c, LLM_ENOMEM, "cuda: out of host memory");
+			return NULL;
+		}
+		for (int i = 0; i < TRAIN_TILE_MAX; i++)
+			h[i] = i;
+		bool ok = scratch(c, &c->iota, &c->iota_n, TRAIN_TILE_MAX * sizeof(int32_t)) &&
+		          OK(c, cudaMemcpyAsync(c->iota, h, TRAIN_TILE_MAX * sizeof(int32_t),
+		                                cudaMemcpyHostToDevice, c->stream),
+		             "cudaMemcpyAsync (row list)") &&
+		          OK(c, cudaStreamSynchronize(c->stream), "cudaStreamSynchronize");
+		free(h);
+		if (!ok) {
+			c->iota_n = 0;
+			return NULL;
+		}
+	}
+	float *tile = (float *)scratch(c, &c->ftile, &c->ftile_n,
+	                               (size_t)tile_rows * n_in * sizeof(float));
+	if (!tile || !OK(c, cuda_get_rows(c->stream, w->type, (const char *)wd + r0 * rb,
+	                                  rb, (int)n_in, (const int32_t *)c->iota,
+	                                  (int)nr, tile), "dequantize (f32) kernel"))
+		return NULL;
+	return tile;
+}
+
+static void cuda_matmul_train(struct llm_backend *be, const struct llm_tensor *w,
+                              const float *x, float *y, int n)
+{
+	struct cuda *c = cuda_of(be);
+	if (c->status || n < 1)
+		return;
+	const void *wd = train_weight(c, w, "matmul_train");
+	if (!wd)
+		return;
+	const int n_in = (int)w->ne[0], n_out = (int)w->ne[1];
+	if (w->type == LLM_F32) {
+		cuda_gemm(be, LLM_GEMM_N, LLM_GEMM_T, n, n_out, n_in, 1.0f, x, n_in,
+		          (const float *)wd, n_in, 0.0f, y, n_out);
+		return;
+	}
+	const int64_t rows = train_tile_rows(n_in, n_out);
+	for (int64_t r0 = 0; r0 < n_out && !c->status; r0 += rows) {
+		const int nr = (int)(n_out - r0 < rows ? n_out - r0 : rows);
+		const float *tile = train_tile(c, w, wd, rows, r0, nr);
+		if (tile)
+			cuda_gemm(be, LLM_GEMM_N, LLM_GEMM_T, n, nr, n_in, 1.0f, x, n_in,
+			          tile, n_in, 0.0f, y + r0, n_out);
+	}
+}
+
+static void cuda_matmul_bwd(struct llm_backend *be, const struct llm_tensor *w,
+                            const float *dy, float *dx, int n, float beta)
+{
+	struct cuda *c = cuda_of(be);
+	if (c->status || n < 1)
+		return;
+	const void *wd = train_weight(c, w, "matmul_bwd");
+	if (!wd)
+		return;
+	const int n_in = (int)w->ne[0], n_out = (int)w->ne[1];
+	if (w->type == LLM_F32) {
+		cuda_gemm(be, LLM_GEMM_N, LLM_GEMM_N, n, n_in, n_out, 1.0f, dy, n_out,
+		          (const float *)wd, n_in, beta, dx, n_in);
+		return;
+	}
+	/* dx = beta dx + sum over tiles of dy[:, tile] w[tile, :], in order */
+	const int64_t rows = train_tile_rows(n_in, n_out);
+	for (int64_t r0 = 0; r0 < n_out && !c->status; r0 += rows) {
+		const int nr = (int)(n_out - r0 < rows ? n_out - r0 : rows);
+		const float *tile = train_tile(c, w, wd, rows, r0, nr);
+		if (tile)
+			cuda_gemm(be, LLM_GEMM_N, LLM_GEMM_N, n, n_in, nr, 1.0f, dy + r0, n_out,
+			          tile, n_in, r0 ? 1.0f : beta, dx, n_in);
+	}
+}
+
+static void cuda_rmsnorm_bwd(struct llm_backend *be, const float *x, const float *w,
+                             const float *dy, float *dx, float *dw, int n, int dim,
+                             float eps)
+{
+	struct cuda *c = cuda_of(be);
+	if (c->status || n < 1)
+		return;
+	const float *wd = (const float *)weight(c, w, (size_t)dim * sizeof(float));
+	float *r = (float *)scratch(c, &c->tscr, &c->tscr_n, (size_t)n * sizeof(float));
+	if (wd && r)
+		OK(c, cuda_rmsnorm_bwd(c->stream, x, wd, dy, dx, dw, r, n, dim, eps),
+		   "rmsnorm_bwd kernel");
+}
+
+static void cuda_rope_bwd(struct llm_backend *be, float *dx, const int32_t *pos,
+                          int n, int n_head, int head_dim, const struct llm_rope *r)
+{
+	struct cuda *c = cuda_of(be);
+	if (c->status || n < 1)
+		return;
+	if (r->n_rot < 2 || r->n_rot > head_dim || r->n_rot % 2) {
+		fail(c, LLM_EINVAL, "cuda: rope over %d of %d dimensions", r->n_rot,
+		     head_dim);
+		return;
+	}
+	const float *fd = (const float *)weight(c, r->inv_freq,
+	                                        (size_t)(r->n_rot / 2) * sizeof(float));
+	const int32_t *pd = (const int32_t *)stage(c, ST_POS, pos, n * sizeof(*pos));
+	if (fd && pd)
+		OK(c, cuda_rope_bwd(c->stream, dx, pd, n, n_head, head_dim, r->n_rot,
+		                    r->kind == LLM_ROPE_NEOX, fd, r->mscale),
+		   "rope_bwd kernel");
+}
+
+/* Checks the sizes and the start array (host) of a training attention and
+ * fills the kernels' arguments with its staged copy; false (recorded) on
+ * failure. */
+static bool attn_train_args(struct cuda *c, const struct llm_attn_train *at,
+                            struct cuda_attn_train_args *a)
+{
+	memset(a, 0, sizeof(*a));
+	if (at->n_seq < 1 || at->n_head_kv < 1 || at->n_head % at->n_head_kv ||
+	    !cuda_attn_train_fits(at->seq_len, at->head_dim) ||
+	    (int64_t)at->n_seq * at->seq_len * at->n_head > INT32_MAX) {
+		fail(c, LLM_EUNSUPPORTED, "cuda: training attention of %d sequences of "
+		     "%d tokens, %d heads over %d KV heads of %d dimensions (at most %d "
+		     "tokens, %d dimensions)", at->n_seq, at->seq_len, at->n_head,
+		     at->n_head_kv, at->head_dim, CUDA_ATTN_TRAIN_MAX_T, CUDA_ATTN_MAX_HD);
+		return false;
+	}
+	const int64_t n = (int64_t)at->n_seq * at->seq_len;
+	for (int64_t i = 0; i < n; i++)
+		if (at->start[i] < 0 || at->start[i] > i % at->seq_len) {
+			fail(c, LLM_EINVAL, "cuda: training attention row %lld starts at %d",
+			     (long long)i, at->start[i]);
+			return false;
+		}
+	a->start = (const int32_t *)stage(c, ST_START, at->start,
+	                                  (size_t)n * sizeof(int32_t));
+	if (!a->start)
+		return false;
+	a->n_seq = at->n_seq;
+	a->seq_len = at->seq_len;
+	a->n_head = at->n_head;
+	a->n_head_kv = at->n_head_kv;
+	a->head_dim = at->head_dim;
+	a->scale = at->scale;
+	return true;
+}
+
+static void cuda_attn_train(struct llm_backend *be, const struct llm_attn_train *at,
+                            const float *q, const float *k, const float *v,
+                            float *out, float *lse)
+{
+	struct cuda *c = cuda_of(be);
+	struct cuda_attn_train_args a;
+	if (c->status || !attn_train_args(c, at, &a))
+		return;
+	a.q = q;
+	a.k = k;
+	a.v = v;
+	a.out = out;
+	a.lse = lse;
+	OK(c, cuda_attn_train(c->stream, &a), "training attention kernel");
+}
+
+static void cuda_attn_train_bwd(struct llm_backend *be,
+                                const struct llm_attn_train *at, const float *q,
+                                const float *k, const float *v, const float *out,
+                                const float *lse, const float *dout, float *dq,
+                                float *dk, float *dv)
+{
+	struct cuda *c = cuda_of(be);
+	struct cuda_attn_train_args a;
+	if (c->status || !attn_train_args(c, at, &a))
+		return;
+	const size_t nD = (size_t)at->n_seq * at->seq_len * at->n_head;
+	a.D = (float *)scratch(c, &c->tscr, &c->tscr_n, nD * sizeof(float));
+	if (!a.D)
+		return;
+	a.q = q;
+	a.k = k;
+	a.v = v;
+	a.out = (float *)out;   /* read only by the backward */
+	a.lse = (float *)lse;
+	a.dout = dout;
+	a.dq = dq;
+	a.dk = dk;
+	a.dv = dv;
+	OK(c, cuda_attn_train_bwd(c->stream, &a), "training attention backward kernels");
+}
+
+static void cuda_swiglu_fwd(struct llm_backend *be, const float *g, const float *u,
+                            float *h, int64_t n)
+{
+	struct cuda *c = cuda_of(be);
+	if (!c->status)
+		OK(c, cuda_swiglu_fwd(c->stream, g, u, h, n), "swiglu_fwd kernel");
+}
+
+static void cuda_swiglu_bwd(struct llm_backend *be, const float *g, const float *u,
+                            const float *dh, float *dg, float *du, int64_t n)
+{
+	struct cuda *c = cuda_of(be);
+	if (!c->status)
+		OK(c, cuda_swiglu_bwd(c->stream, g, u, dh, dg, du, n), "swiglu_bwd kernel");
+}
+
+static void cuda_cross_entropy(struct llm_backend *be, float *logits,
+                               const int32_t *targets, int n, int n_vocab,
+                               float scale, float *loss)
+{
+	struct cuda *c = cuda_of(be);
+	if (c->status || n < 1)
+		return;
+	for (int i = 0; i < n; i++)
+		if (targets[i] >= n_vocab) {
+			fail(c, LLM_EINVAL, "cuda: cross entropy target %d of row %d is "
+			     "outside the vocabulary (%d)", targets[i], i, n_vocab);
+			return;
+		}
+	const int32_t *td = (const int32_t *)stage(c, ST_TARGETS, targets,
+	                                           (size_t)n * sizeof(int32_t));
+	if (td)
+		OK(c, cuda_cross_entropy(c->stream, logits, td, n, n_vocab, scale, loss),
+		   "cross entropy kernel");
+}
+
+/* The constants as the CPU backend computes them (torch's AdamW). */
+static void cuda_adamw(struct llm_backend *be, float *p, const float *g, float *m,
+                       float *v, int64_t n, float lr, float beta1, float beta2,
+                       float eps, float wd, int64_t step)
+{
+	struct cuda *c = cuda_of(be);
+	if (c->status || n < 1)
+		return;
+	if (step < 1) {
+		fail(c, LLM_EINVAL, "cuda: AdamW step %lld", (long long)step);
+		return;
+	}
+	double bc1 = 1.0 - pow(beta1, (double)step), bc2 = 1.0 - pow(beta2, (double)step);
+	OK(c, cuda_adamw(c->stream, p, g, m, v, n, beta1, beta2, eps,
+	                 (float)(1.0 - (double)lr * wd), (float)(lr / bc1),
+	                 (float)sqrt(bc2)), "AdamW kernel");
+}
+
 /* ---------------------------------------------------------------- life */
 
 static void cuda_free(struct llm_backend *be)
@@ -1155,6 +1486,12 @@ static void cuda_free(struct llm_backend *be)
 			cudaFree(c->tile);
 		if (c->xh)
 			cudaFree(c->xh);
+		if (c->ftile)
+			cudaFree(c->ftile);
+		if (c->iota)
+			cudaFree(c->iota);
+		if (c->tscr)
+			cudaFree(c->tscr);
 		if (c->blas)
 			cublasDestroy(c->blas);
 		if (c->stream)
@@ -1168,8 +1505,7 @@ static void cuda_free(struct llm_backend *be)
 /*
  * The table is filled by name (C++ before C++20 has no designated
  * initializers, and a positional list breaks silently when backend.h
- * gains an op); the training ops stay NULL: not on this backend yet
- * (callers check).
+ * gains an op); ops not on this backend stay NULL (callers check).
  */
 static struct llm_backend_ops cuda_ops;
 
@@ -1198,6 +1534,17 @@ static const struct llm_backend_ops *cuda_ops_table(void)
 		cuda_ops.forget = cuda_forget;
 		cuda_ops.lora_seg = cuda_lora_seg;
 		cuda_ops.status = cuda_status;
+		cuda_ops.gemm = cuda_gemm;
+		cuda_ops.matmul_train = cuda_matmul_train;
+		cuda_ops.matmul_bwd = cuda_matmul_bwd;
+		cuda_ops.rmsnorm_bwd = cuda_rmsnorm_bwd;
+		cuda_ops.rope_bwd = cuda_rope_bwd;
+		cuda_ops.attn_train = cuda_attn_train;
+		cuda_ops.attn_train_bwd = cuda_attn_train_bwd;
+		cuda_ops.swiglu_fwd = cuda_swiglu_fwd;
+		cuda_ops.swiglu_bwd = cuda_swiglu_bwd;
+		cuda_ops.cross_entropy = cuda_cross_entropy;
+		cuda_ops.adamw = cuda_adamw;
 		cuda_ops.name = "cuda";  /* last: the table is complete */
 	}
 	return &cuda_ops;

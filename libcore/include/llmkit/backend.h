@@ -151,6 +151,10 @@ struct llm_backend_ops {
 	 * Every op below writes its outputs in a fixed order that does not
 	 * depend on the number of threads or on timing, so a training run is
 	 * reproducible bit for bit (checkpoint/resume relies on it). */
+	/* On a device backend the training ops take weights - matmul_train's
+	 * and matmul_bwd's w, rmsnorm_bwd's w, rope_bwd's inv_freq - as host
+	 * memory like the forward ops, and pos, start and targets as host
+	 * index arrays; every other pointer is the backend's memory. */
 
 	/* y (n x n_out) += the LoRA deltas of each segment (see above), in the
 	 * order given where rows overlap.  Only segments without a rows list
