@@ -1,9 +1,9 @@
 /*
  * emu-train - the CUDA training kernels (libcore/cuda/kernels-train.cu),
- * run on the host by the emulator of shim/cuda_runtime.h, against the CPU
+ * run on the host by the emulator of shim/cuda_runtime.h (emu.cc), against the CPU
  * backend's ops on the same inputs.  Checks the kernels' index math,
  * shared memory and barriers on a machine without a GPU; numbers differ
- * from a GPU's only in expf/cosf rounding.  Run by run.sh.
+ * from a GPU's only in expf/cosf rounding.  Run by emu-main.cc.
  */
 #include <math.h>
 #include <stdio.h>
@@ -16,46 +16,15 @@
 #include "llmkit/error.h"
 #include "llmkit/model.h"
 #include "cuda/cuda-internal.h"
+#include "emu-check.h"
 
 namespace emu {
 #include "kernels-train.emu.cc"
 }
 
-static int n_fail, n_pass;
-static struct llm_backend *cpu;
-typedef std::vector<float> vec;
-
-static float frand(unsigned *s)
-{
-	*s = *s * 1103515245u + 12345u;
-	return ((*s >> 8) & 0xffff) / 32768.0f - 1.0f;
-}
-
-static vec rnd(size_t n, unsigned *seed, float scale)
-{
-	vec v(n);
-	for (size_t i = 0; i < n; i++)
-		v[i] = frand(seed) * scale;
-	return v;
-}
-
-static void close_(const char *what, const vec &got, const vec &want, double tol)
-{
-	double mx = 1e-30, err = 0;
-	for (size_t i = 0; i < want.size(); i++) {
-		mx = fmax(mx, fabs((double)want[i]));
-		double e = fabs((double)got[i] - want[i]);
-		if (!(e <= err))
-			err = isnan(e) ? INFINITY : e;
-	}
-	if (err / mx <= tol) {
-		n_pass++;
-		printf("ok    %-50s %.2g\n", what, err / mx);
-	} else {
-		n_fail++;
-		printf("FAIL  %-50s %.3g > %.3g\n", what, err / mx, tol);
-	}
-}
+#define cpu emu_cpu
+#define rnd emu_rnd
+#define close_ emu_close
 
 static void test_rmsnorm_bwd(int n, int dim)
 {
@@ -135,8 +104,7 @@ static void test_attn(int n_seq, int T, int n_head, int n_head_kv, int hd)
 	a.out = out2.data();
 	a.lse = lse2.data();
 	if (emu::cuda_attn_train(0, &a) != cudaSuccess) {
-		n_fail++;
-		printf("FAIL  attention launch refused\n");
+		emu_check(false, "attention launch refused");
 		return;
 	}
 	char what[96];
@@ -216,12 +184,8 @@ static void test_adamw(void)
 	close_("adamw v", v2, v, 1e-6);
 }
 
-int main(void)
+void emu_test_train(void)
 {
-	if (llm_backend_cpu_init(&cpu, 1)) {
-		fprintf(stderr, "%s\n", llm_errmsg());
-		return 1;
-	}
 	test_rmsnorm_bwd(7, 300);
 	test_rmsnorm_bwd(3, 64);
 	test_rope_bwd(LLM_ROPE_NORM, 64, 1.0f);
@@ -234,7 +198,4 @@ int main(void)
 	test_cross_entropy(1000);
 	test_cross_entropy(300);
 	test_adamw();
-	llm_backend_free(cpu);
-	printf("%d checks passed, %d failed\n", n_pass, n_fail);
-	return n_fail ? 1 : 0;
 }
