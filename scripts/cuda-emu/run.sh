@@ -33,6 +33,6 @@ done
 for p in $pids; do wait "$p" || touch "$tmp/failed"; done
 cat "$tmp"/*.err >&2
 [ ! -e "$tmp/failed" ] || { echo "cuda-emu: compiling failed" >&2; exit 1; }
-$cxx -o "$tmp/emu-tests" "$tmp"/*.o -L"$build/libcore/.libs" -lllmcore \
+$cxx ${EMU_CXXFLAGS:-} -o "$tmp/emu-tests" "$tmp"/*.o -L"$build/libcore/.libs" -lllmcore \
 	-Wl,-rpath,"$build/libcore/.libs" -lm
 timeout 600 "$tmp/emu-tests" "$@"
