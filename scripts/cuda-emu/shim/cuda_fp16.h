@@ -34,7 +34,7 @@ static inline __half __float2half_rn(float f)
 		r = 0x7c00;                             /* >= 65520: inf */
 	else if (x >= 0x38800000)                      /* normal */
 		r = (x + 0xfff + ((x >> 13) & 1) - 0x38000000) >> 13;
-	else if (x < 0x33000000)                       /* <= 2^-25: zero */
+	else if (x < 0x33000000)                       /* below 2^-25: zero */
 		r = 0;
 	else {                                         /* subnormal */
 		uint32_t m = (x & 0x7fffff) | 0x800000, sh = 126 - (x >> 23);
