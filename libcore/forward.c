@@ -79,12 +79,12 @@ int llm_batch_add(struct llm_batch *b, int32_t token, int32_t pos, int32_t seq,
 }
 
 int llm_batch_add_cands(struct llm_batch *b, int32_t token, int32_t pos,
-                        int32_t seq, float scale)
+                        int32_t seq, float scale, bool sums)
 {
 	int rc = llm_batch_add(b, token, pos, seq, true);
 	if (rc)
 		return rc;
-	b->logits[b->n - 1] = LLM_LOGITS_CANDS;
+	b->logits[b->n - 1] = sums ? LLM_LOGITS_CANDS_SUMS : LLM_LOGITS_CANDS;
 	b->cand_scale[b->n - 1] = scale;
 	return 0;
 }
@@ -114,6 +114,7 @@ struct llm_ctx {
 	int *row_cand;         /* a candidates row's index in the arrays below */
 	int32_t *cand_rows;    /* the logits rows, in batch order */
 	float *cand_scale;
+	uint8_t *cand_sums;
 	int32_t *cand_ids;     /* (logits_cap x cand_k) */
 	float *cand_vals;      /* (logits_cap x cand_k) */
 	struct llm_topk_stat *cand_st;
@@ -138,6 +139,11 @@ struct llm_ctx {
 	int32_t *grp_rows;          /* (n_batch) */
 	int n_runs;
 };
+
+static bool is_cands(int mode)
+{
+	return mode == LLM_LOGITS_CANDS || mode == LLM_LOGITS_CANDS_SUMS;
+}
 
 /* A logits row: on the host, or candidates with the row still on the
  * backend, or candidates with the row fetched since. */
@@ -169,6 +175,7 @@ static void free_cands(struct llm_ctx *c)
 	free(c->row_cand);
 	free(c->cand_rows);
 	free(c->cand_scale);
+	free(c->cand_sums);
 	free(c->cand_ids);
 	free(c->cand_vals);
 	free(c->cand_st);
@@ -176,6 +183,7 @@ static void free_cands(struct llm_ctx *c)
 	c->row_cand = NULL;
 	c->cand_rows = NULL;
 	c->cand_scale = NULL;
+	c->cand_sums = NULL;
 	c->cand_ids = NULL;
 	c->cand_vals = NULL;
 	c->cand_st = NULL;
@@ -619,7 +627,7 @@ static int check_batch(struct llm_ctx *c, const struct llm_batch *b, int *n_out)
 		c->next_pos[s]++;
 		if (b->logits[i])
 			(*n_out)++;
-		if (b->logits[i] == LLM_LOGITS_CANDS &&
+		if (is_cands(b->logits[i]) &&
 		    !(b->cand_scale && b->cand_scale[i] > 0 && isfinite(b->cand_scale[i])))
 			return llm_error(LLM_EINVAL, "batch token %d: candidates need a "
 			                 "positive scale", i);
@@ -740,11 +748,13 @@ static int reserve_logits(struct llm_ctx *c, int n_out, int *cap)
 	c->row_cand = malloc(want * sizeof(*c->row_cand));
 	c->cand_rows = malloc(want * sizeof(*c->cand_rows));
 	c->cand_scale = malloc(want * sizeof(*c->cand_scale));
+	c->cand_sums = malloc(want * sizeof(*c->cand_sums));
 	c->cand_ids = malloc(want * k * sizeof(*c->cand_ids));
 	c->cand_vals = malloc(want * k * sizeof(*c->cand_vals));
 	c->cand_st = malloc(want * sizeof(*c->cand_st));
 	if (!c->logits || !c->logits_host || !c->row_state || !c->row_cand ||
-	    !c->cand_rows || !c->cand_scale || !c->cand_ids || !c->cand_vals ||
+	    !c->cand_rows || !c->cand_scale || !c->cand_sums || !c->cand_ids ||
+	    !c->cand_vals ||
 	    !c->cand_st) {
 		*cap = 0;
 		return llm_error(LLM_ENOMEM, "out of memory for %d rows of logits", want);
@@ -767,7 +777,7 @@ static void finish_logits(struct llm_ctx *c, const struct llm_batch *b)
 
 	for (int i = 0; i <= b->n; i++) {
 		int r = i < b->n ? c->out_row[i] : -1;
-		bool host = r >= 0 && !(c->cands_on && b->logits[i] == LLM_LOGITS_CANDS);
+		bool host = r >= 0 && !(c->cands_on && is_cands(b->logits[i]));
 		/* a run of host rows ends here */
 		if (run_n && !(host && r == run0 + run_n)) {
 			if (!op->host_memory)
@@ -789,13 +799,15 @@ static void finish_logits(struct llm_ctx *c, const struct llm_batch *b)
 		c->row_cand[r] = n_cand;
 		c->cand_rows[n_cand] = r;
 		c->cand_scale[n_cand] = b->cand_scale ? b->cand_scale[i] : 1.0f;
+		c->cand_sums[n_cand] = b->logits[i] == LLM_LOGITS_CANDS_SUMS;
 		n_cand++;
 	}
 	if (n_cand) {
-		op->topk(c->be, c->logits, (int)nv, c->cand_rows, c->cand_scale, n_cand,
-		         c->cand_k, c->cand_ids, c->cand_vals, c->cand_st);
+		op->topk(c->be, c->logits, (int)nv, c->cand_rows, c->cand_scale,
+		         c->cand_sums, n_cand, c->cand_k, c->cand_ids, c->cand_vals,
+		         c->cand_st);
 		c->stats.logits_bytes += (int64_t)n_cand *
-		                         ((int64_t)c->cand_k * 8 + 2 * sizeof(double) + 4);
+		                         ((int64_t)c->cand_k * 8 + sizeof(struct llm_topk_stat));
 	}
 }
 

@@ -356,13 +356,15 @@ int llm_gen_state_step_ctx(struct llm_gen_state *s, struct llm_ctx *ctx, int i)
 	return state_take(s, t, logits, have ? &cd : NULL, ctx, i);
 }
 
-bool llm_gen_state_cands(const struct llm_gen_state *s, float *scale)
+bool llm_gen_state_cands(const struct llm_gen_state *s, float *scale, bool *sums)
 {
 	int k = s->n_vocab < LLM_CANDS_MAX ? s->n_vocab : LLM_CANDS_MAX;
+	*scale = llm_sampler_cands_scale(s->smp);
 	if (s->p->logprobs && s->p->top_logprobs > k)
 		return false;
-	*scale = llm_sampler_cands_scale(s->smp);
-	return llm_sampler_cands_ok(s->smp, k);
+	bool ok = llm_sampler_cands_ok(s->smp, k, sums);
+	*sums = *sums || s->p->logprobs;
+	return ok;
 }
 
 size_t llm_gen_state_take(struct llm_gen_state *s, const char **text)
@@ -465,8 +467,9 @@ static int step_sampled(struct gen *g, struct run *u, int i)
 static void add_sampled(struct llm_batch *b, struct run *u, int32_t tok, int pos)
 {
 	float scale;
-	if (u->st.finish == LLM_FINISH_NONE && llm_gen_state_cands(&u->st, &scale))
-		llm_batch_add_cands(b, tok, pos, u->seq, scale);
+	bool sums;
+	if (u->st.finish == LLM_FINISH_NONE && llm_gen_state_cands(&u->st, &scale, &sums))
+		llm_batch_add_cands(b, tok, pos, u->seq, scale, sums);
 	else
 		llm_batch_add(b, tok, pos, u->seq, true);
 }

@@ -446,8 +446,9 @@ static void heap_down(struct cand *h, int n, int i)
 	}
 }
 
-void llm_cands_compute(const float *l, int n, float scale, int k, int32_t *ids,
-                       float *vals, float *max, double *sum, double *sum_scaled)
+void llm_cands_compute(const float *l, int n, float scale, int k, bool sums,
+                       int32_t *ids, float *vals, float *max, double *sum,
+                       double *sum_scaled)
 {
 	struct cand h[LLM_CANDS_MAX];
 	int nh = 0;
@@ -472,10 +473,14 @@ void llm_cands_compute(const float *l, int n, float scale, int k, int32_t *ids,
 		ids[i] = h[i].id;
 		vals[i] = l[h[i].id];
 	}
+	*max = mx;
+	if (!sums) {
+		*sum = *sum_scaled = NAN;
+		return;
+	}
 	double z = 0;
 	for (int i = 0; i < n; i++)
 		z += exp((double)(l[i] - mx));
-	*max = mx;
 	*sum = z;
 	if (scale == 1.0f) {
 		*sum_scaled = z;
@@ -510,10 +515,11 @@ static int top_k_size(const struct llm_sampling *p, int n)
 	return p->top_k > 0 && p->top_k < n ? p->top_k : n;
 }
 
-bool llm_sampler_cands_ok(const struct llm_sampler *s, int k)
+bool llm_sampler_cands_ok(const struct llm_sampler *s, int k, bool *sums)
 {
 	const struct llm_sampling *p = &s->p;
 	int n = s->n_vocab;
+	*sums = false;
 	if (k < 1 || penalties_on(p))
 		return false;
 	if (p->temperature <= 0)
@@ -521,8 +527,10 @@ bool llm_sampler_cands_ok(const struct llm_sampler *s, int k)
 	int m = top_k_size(p, n);
 	if (m <= k)
 		return true;
-	if (p->top_p < 1.0f)
+	if (p->top_p < 1.0f) {
+		*sums = true;       /* its mass is relative to the whole row */
 		return m == n;      /* a nucleus of the whole row may end early */
+	}
 	return p->min_p > 0.0f;     /* the cut may lie within the candidates */
 }
 
@@ -560,7 +568,7 @@ bool llm_sampler_sample_cands(struct llm_sampler *s, const struct llm_cands *cd,
 		if (m <= K) {
 			for (int i = 0; i < m; i++)
 				z += exp((double)(c[i].logit - mx));
-		} else if (m == n) {
+		} else if (m == n && cd->sum_scaled > 0) {   /* NaN: not asked */
 			z = cd->sum_scaled;
 		} else {
 			return false;
@@ -627,6 +635,8 @@ bool llm_sampler_sample_cands(struct llm_sampler *s, const struct llm_cands *cd,
 
 bool llm_cands_logprob(const struct llm_cands *c, int32_t id, double *lp)
 {
+	if (!(c->sum > 0))   /* NaN: not asked for */
+		return false;
 	for (int i = 0; i < c->k; i++)
 		if (c->ids[i] == id) {
 			*lp = (double)(c->logits[i] - c->max) - log(c->sum);
@@ -643,8 +653,10 @@ bool llm_cands_top_logprobs(const struct llm_cands *cd, int k, int32_t *ids,
 
 	if (k > cd->n_vocab)
 		k = cd->n_vocab;
-	if (k < 1 || k > K || K > LLM_CANDS_MAX)
-		return k < 1;
+	if (k < 1)
+		return true;
+	if (k > K || K > LLM_CANDS_MAX || !(cd->sum > 0))
+		return false;
 	/* the order by logit; with a scale other than 1 it may differ from
 	 * the candidates' order where scaling makes logits equal */
 	for (int i = 0; i < K; i++)

@@ -1057,8 +1057,9 @@ static void batch_add_chunk(struct llm_engine *e, struct llm_sreq *r, int n)
 		b->adapter[b->n] = r->lora ? r->seq : -1;
 		b->logits[b->n] = last;
 		b->cand_scale[b->n] = 1.0f;
-		if (last && llm_gen_state_cands(&r->st, &b->cand_scale[b->n]))
-			b->logits[b->n] = LLM_LOGITS_CANDS;
+		bool sums;
+		if (last && llm_gen_state_cands(&r->st, &b->cand_scale[b->n], &sums))
+			b->logits[b->n] = sums ? LLM_LOGITS_CANDS_SUMS : LLM_LOGITS_CANDS;
 		b->n++;
 	}
 	r->chunk = n;

@@ -113,8 +113,10 @@ static void test_topk(void)
 					float vc[N * LLM_CANDS_MAX], vg[N * LLM_CANDS_MAX];
 					struct llm_topk_stat sc_c[N], sc_g[N];
 					memset(ig, 0xff, sizeof(ig));
-					cpu->ops->topk(cpu, host, nv, rows, sc, N, k, ic, vc, sc_c);
-					gpu->ops->topk(gpu, dev, nv, rows, sc, N, k, ig, vg, sc_g);
+					cpu->ops->topk(cpu, host, nv, rows, sc, NULL, N, k, ic, vc,
+					               sc_c);
+					gpu->ops->topk(gpu, dev, nv, rows, sc, NULL, N, k, ig, vg,
+					               sc_g);
 					if (gpu->ops->status(gpu)) {
 						failf("topk: %s", llm_errmsg());
 						goto next;
@@ -156,7 +158,7 @@ next:
 		int32_t r0 = 0, id[LLM_CANDS_MAX + 1];
 		float one = 1, v[LLM_CANDS_MAX + 1];
 		struct llm_topk_stat st;
-		g2->ops->topk(g2, d, 16, &r0, &one, 1, 17, id, v, &st);
+		g2->ops->topk(g2, d, 16, &r0, &one, NULL, 1, 17, id, v, &st);
 		CHECK(g2->ops->status(g2) == LLM_EINVAL, "topk of 17 of 16 accepted");
 		g2->ops->dealloc(g2, d);
 		llm_backend_free(g2);

@@ -338,7 +338,8 @@ START_TEST(cands_compute_is_sorted_prefix)
 				for (int kk = 1; kk <= k; kk = kk < k && kk * 3 > k ? k : kk * 3) {
 					float mx;
 					double sum, sums;
-					llm_cands_compute(l, n, scale, kk, ids, vals, &mx, &sum, &sums);
+					llm_cands_compute(l, n, scale, kk, true, ids, vals, &mx, &sum,
+					                  &sums);
 					for (int i = 0; i < kk; i++) {
 						ck_assert_int_eq(ids[i], r[i].id);
 						ck_assert(vals[i] == l[ids[i]]);
@@ -380,8 +381,19 @@ static void cands_vs_full(const struct llm_sampling *p, int n, int rows,
 		fill_row(l, n, row);
 		int32_t t1 = llm_sampler_sample(full, l), t2;
 		struct llm_cands c = { n, K, ids, vals, llm_sampler_cands_scale(cs), 0, 0, 0 };
-		llm_cands_compute(l, n, c.scale, K, ids, vals, &c.max, &c.sum, &c.sum_scaled);
+		/* the sums only when the sampler says it needs them, as a
+		 * context asks for them; NaN otherwise */
+		bool sums;
+		llm_sampler_cands_ok(cs, K, &sums);
+		llm_cands_compute(l, n, c.scale, K, sums, ids, vals, &c.max, &c.sum,
+		                  &c.sum_scaled);
+		ck_assert(sums || (isnan(c.sum) && isnan(c.sum_scaled)));
 		bool ok = llm_sampler_sample_cands(cs, &c, &t2);
+		if (!sums) {   /* the log-probs below want them */
+			ck_assert(!llm_cands_logprob(&c, c.ids[0], &(double){ 0 }));
+			llm_cands_compute(l, n, c.scale, K, true, ids, vals, &c.max, &c.sum,
+			                  &c.sum_scaled);
+		}
 		if (ok)
 			cnt->decided++;
 		else
@@ -459,12 +471,13 @@ START_TEST(cands_refuse_penalties)
 	llm_sampling_default(&p);
 	p.repeat_penalty = 1.3f;
 	struct llm_sampler *s = mk(&p);
-	ck_assert(!llm_sampler_cands_ok(s, LLM_CANDS_MAX));
+	bool sums;
+	ck_assert(!llm_sampler_cands_ok(s, LLM_CANDS_MAX, &sums));
 	int32_t ids[LLM_CANDS_MAX], t;
 	float vals[LLM_CANDS_MAX];
 	struct llm_cands c = { NV, LLM_CANDS_MAX, ids, vals, llm_sampler_cands_scale(s),
 	                       0, 0, 0 };
-	llm_cands_compute(logits, NV, c.scale, c.k, ids, vals, &c.max, &c.sum,
+	llm_cands_compute(logits, NV, c.scale, c.k, true, ids, vals, &c.max, &c.sum,
 	                  &c.sum_scaled);
 	ck_assert(!llm_sampler_sample_cands(s, &c, &t));
 	llm_sampler_free(s);

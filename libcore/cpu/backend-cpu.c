@@ -512,6 +512,7 @@ struct topk_args {
 	int n_vocab, k;
 	const int32_t *rows;
 	const float *scale;
+	const uint8_t *sums;
 	int32_t *ids;
 	float *vals;
 	struct llm_topk_stat *st;
@@ -523,17 +524,19 @@ static void topk_task(void *arg, int64_t i0, int64_t i1, int ith)
 	(void)ith;
 	for (int64_t i = i0; i < i1; i++)
 		llm_cands_compute(a->logits + (int64_t)a->rows[i] * a->n_vocab,
-		                  a->n_vocab, a->scale[i], a->k, a->ids + i * a->k,
+		                  a->n_vocab, a->scale[i], a->k,
+		                  !a->sums || a->sums[i], a->ids + i * a->k,
 		                  a->vals + i * a->k, &a->st[i].max, &a->st[i].sum,
 		                  &a->st[i].sum_scaled);
 }
 
 /* The sampler's own candidates (sampler.c), a row per piece. */
 static void cpu_topk(struct llm_backend *be, const float *logits, int n_vocab,
-                     const int32_t *rows, const float *scale, int n, int k,
-                     int32_t *ids, float *vals, struct llm_topk_stat *st)
+                     const int32_t *rows, const float *scale,
+                     const uint8_t *sums, int n, int k, int32_t *ids,
+                     float *vals, struct llm_topk_stat *st)
 {
-	struct topk_args a = { logits, n_vocab, k, rows, scale, ids, vals, st };
+	struct topk_args a = { logits, n_vocab, k, rows, scale, sums, ids, vals, st };
 	LLM_ASSERT(k >= 1 && k <= LLM_TOPK_MAX && k <= n_vocab);
 	if (n == 1)
 		topk_task(&a, 0, 1, 0);

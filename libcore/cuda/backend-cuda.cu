@@ -820,12 +820,15 @@ static void cuda_attention(struct llm_backend *be, const struct llm_attn_batch *
 /*
  * Candidates of rows of logits: one kernel for all rows, one copy of the
  * results (k ids, k logits and a llm_topk_stat a row) back to the host.
+ * The sums cost the GPU little: every row gets them (sums ignored).
  */
 static void cuda_topk_op(struct llm_backend *be, const float *logits, int n_vocab,
-                         const int32_t *rows, const float *scale, int n, int k,
-                         int32_t *ids, float *vals, struct llm_topk_stat *st)
+                         const int32_t *rows, const float *scale,
+                         const uint8_t *sums, int n, int k, int32_t *ids,
+                         float *vals, struct llm_topk_stat *st)
 {
 	struct cuda *c = cuda_of(be);
+	(void)sums;
 	if (c->status || n < 1)
 		return;
 	if (k < 1 || k > CUDA_TOPK_MAX || k > n_vocab) {

@@ -224,11 +224,14 @@ struct llm_backend_ops {
 	 * row), the k best ids by logit * scale[i] (1 <= k <= LLM_TOPK_MAX, k
 	 * <= n_vocab; higher first, equal values: the lower id first; NaN
 	 * last) into ids[i * k ..], their logits unscaled into vals[i * k ..],
-	 * and st[i].  rows, scale, ids, vals and st are host memory.  NULL on
-	 * backends without it (callers then download the rows). */
+	 * and st[i]; its sums only where sums[i] (sums NULL: every row; a
+	 * backend may leave the others NaN).  rows, scale, sums, ids, vals and
+	 * st are host memory.  NULL on backends without it (callers then
+	 * download the rows). */
 	void (*topk)(struct llm_backend *be, const float *logits, int n_vocab,
-	             const int32_t *rows, const float *scale, int n, int k,
-	             int32_t *ids, float *vals, struct llm_topk_stat *st);
+	             const int32_t *rows, const float *scale, const uint8_t *sums,
+	             int n, int k, int32_t *ids, float *vals,
+	             struct llm_topk_stat *st);
 };
 
 struct llm_backend {

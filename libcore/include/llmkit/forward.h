@@ -42,7 +42,8 @@ struct llm_kvcache;
 enum llm_logits_mode {
 	LLM_LOGITS_NONE = 0,
 	LLM_LOGITS_FULL = 1,
-	LLM_LOGITS_CANDS = 2,
+	LLM_LOGITS_CANDS = 2,       /* candidates; their sums NaN */
+	LLM_LOGITS_CANDS_SUMS = 3,  /* candidates with the row's sums */
 };
 
 struct llm_batch {
@@ -63,9 +64,9 @@ void llm_batch_clear(struct llm_batch *b);
 int llm_batch_add(struct llm_batch *b, int32_t token, int32_t pos, int32_t seq,
                   bool logits);
 /* Append a token whose logits are wanted as candidates ordered by
- * logit * scale. */
+ * logit * scale, with the row's sums or not (llm_sampler_cands_ok). */
 int llm_batch_add_cands(struct llm_batch *b, int32_t token, int32_t pos,
-                        int32_t seq, float scale);
+                        int32_t seq, float scale, bool sums);
 
 struct llm_ctx_params {
 	int n_threads;        /* <= 0: all CPUs */

@@ -86,22 +86,25 @@ struct llm_cands {
 	float scale;           /* the order's scale */
 	float max;             /* the row's largest logit */
 	double sum;            /* sum of exp((double)(l - max)) over the row */
-	double sum_scaled;     /* sum of exp((double)(l * scale - max * scale)) */
+	double sum_scaled;     /* sum of exp((double)(l * scale - max * scale));
+	                          both NaN when not asked for */
 };
 
 /*
  * The candidates of a host row of n logits (the CPU backend's topk; k <=
- * LLM_CANDS_MAX and k <= n): ids and vals (k), the largest logit and the
- * two sums, summed in id order as llm_logprob and the sampler sum.
+ * LLM_CANDS_MAX and k <= n): ids and vals (k), the largest logit and,
+ * with sums (else NaN: they cost a pass of exp over the row), the two
+ * sums, summed in id order as llm_logprob and the sampler sum.
  */
 void llm_cands_compute(const float *logits, int n, float scale, int k,
-                       int32_t *ids, float *vals, float *max, double *sum,
-                       double *sum_scaled);
+                       bool sums, int32_t *ids, float *vals, float *max,
+                       double *sum, double *sum_scaled);
 /* The scale the sampler wants its candidates ordered by. */
 float llm_sampler_cands_scale(const struct llm_sampler *s);
 /* Whether k candidates can ever decide this sampler's draw (false with
- * penalties, or a draw over the whole vocabulary). */
-bool llm_sampler_cands_ok(const struct llm_sampler *s, int k);
+ * penalties, or a draw over the whole vocabulary), and whether the draw
+ * needs the row's sums then (a nucleus beyond top-k). */
+bool llm_sampler_cands_ok(const struct llm_sampler *s, int k, bool *sums);
 /*
  * The next token from candidates c (ordered by llm_sampler_cands_scale):
  * true and *token when they decide it - the token llm_sampler_sample would
