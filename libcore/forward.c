@@ -754,13 +754,23 @@ static int reserve_logits(struct llm_ctx *c, int n_out, int *cap)
 	c->cand_st = malloc(want * sizeof(*c->cand_st));
 	if (!c->logits || !c->logits_host || !c->row_state || !c->row_cand ||
 	    !c->cand_rows || !c->cand_scale || !c->cand_sums || !c->cand_ids ||
-	    !c->cand_vals ||
-	    !c->cand_st) {
+	    !c->cand_vals || !c->cand_st) {
 		*cap = 0;
 		return llm_error(LLM_ENOMEM, "out of memory for %d rows of logits", want);
 	}
 	*cap = want;
 	return 0;
+}
+
+/* Rows [r0, r0 + n) to the host (device backends). */
+static void download_rows(struct llm_ctx *c, int r0, int n)
+{
+	const int64_t nv = c->m->hp.n_vocab;
+	const size_t bytes = (size_t)n * nv * sizeof(float);
+	if (!c->be->ops->host_memory)
+		c->be->ops->download(c->be, c->logits_host + r0 * nv, c->logits + r0 * nv,
+		                     bytes);
+	c->stats.logits_bytes += (int64_t)bytes;
 }
 
 /*
@@ -770,29 +780,22 @@ static int reserve_logits(struct llm_ctx *c, int n_out, int *cap)
  */
 static void finish_logits(struct llm_ctx *c, const struct llm_batch *b)
 {
-	const struct llm_backend_ops *op = c->be->ops;
-	const int64_t nv = c->m->hp.n_vocab;
-	const size_t row_bytes = (size_t)nv * sizeof(float);
 	int n_cand = 0, run0 = 0, run_n = 0;
 
-	for (int i = 0; i <= b->n; i++) {
-		int r = i < b->n ? c->out_row[i] : -1;
-		bool host = r >= 0 && !(c->cands_on && is_cands(b->logits[i]));
-		/* a run of host rows ends here */
-		if (run_n && !(host && r == run0 + run_n)) {
-			if (!op->host_memory)
-				op->download(c->be, c->logits_host + run0 * nv,
-				             c->logits + run0 * nv, run_n * row_bytes);
-			c->stats.logits_bytes += (int64_t)(run_n * row_bytes);
-			run_n = 0;
-		}
+	for (int i = 0; i < b->n; i++) {
+		int r = c->out_row[i];
 		if (r < 0)
 			continue;
-		if (host) {
+		if (!(c->cands_on && is_cands(b->logits[i]))) {
 			c->row_state[r] = ROW_HOST;
-			if (!run_n)
+			if (run_n && r == run0 + run_n) {
+				run_n++;
+			} else {
+				if (run_n)
+					download_rows(c, run0, run_n);
 				run0 = r;
-			run_n++;
+				run_n = 1;
+			}
 			continue;
 		}
 		c->row_state[r] = ROW_CANDS;
@@ -802,10 +805,12 @@ static void finish_logits(struct llm_ctx *c, const struct llm_batch *b)
 		c->cand_sums[n_cand] = b->logits[i] == LLM_LOGITS_CANDS_SUMS;
 		n_cand++;
 	}
+	if (run_n)
+		download_rows(c, run0, run_n);
 	if (n_cand) {
-		op->topk(c->be, c->logits, (int)nv, c->cand_rows, c->cand_scale,
-		         c->cand_sums, n_cand, c->cand_k, c->cand_ids, c->cand_vals,
-		         c->cand_st);
+		c->be->ops->topk(c->be, c->logits, c->m->hp.n_vocab, c->cand_rows,
+		                 c->cand_scale, c->cand_sums, n_cand, c->cand_k,
+		                 c->cand_ids, c->cand_vals, c->cand_st);
 		c->stats.logits_bytes += (int64_t)n_cand *
 		                         ((int64_t)c->cand_k * 8 + sizeof(struct llm_topk_stat));
 	}

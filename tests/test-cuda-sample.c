@@ -20,6 +20,7 @@
 #include "llmkit/error.h"
 #include "llmkit/forward.h"
 #include "llmkit/generate.h"
+#include "llmkit/kvcache.h"
 #include "llmkit/model.h"
 #include "llmkit/sampler.h"
 #include "llmkit/tokenizer.h"
@@ -225,6 +226,75 @@ static bool same_tokens(const struct run *a, const struct run *b, int *req, int 
 	return true;
 }
 
+/* One batch mixing full rows, candidates rows and tokens without logits
+ * on the GPU: full rows as without candidates, candidates as the CPU
+ * finds them in the row fetched afterwards. */
+static void test_mixed(struct llm_model *m)
+{
+	static const int8_t mode[12] = { 0, 1, 2, 3, 0, 2, 2, 1, 0, 0, 3, 1 };
+	struct llm_ctx *cx[2] = { NULL, NULL };
+	struct llm_batch b;
+	int nv = m->hp.n_vocab;
+
+	if (llm_batch_init(&b, 12))
+		return;
+	for (int v = 0; v < 2; v++) {
+		struct llm_ctx_params cp;
+		llm_ctx_params_default(&cp);
+		cp.device = "cuda";
+		cp.n_ctx = 64;
+		cp.n_seq_max = 4;
+		cp.cands = v ? 1 : -1;
+		if (llm_ctx_new(&cx[v], m, &cp)) {
+			failf("mixed batch: context: %s", llm_errmsg());
+			goto done;
+		}
+		int seq[3];
+		for (int s = 0; s < 3; s++)
+			seq[s] = llm_kv_seq_new(llm_ctx_kv(cx[v]));
+		llm_batch_clear(&b);
+		for (int i = 0; i < 12; i++) {
+			if (mode[i] >= 2)
+				llm_batch_add_cands(&b, 5 + i * 7, i % 4, seq[i / 4], 1.25f,
+				                    mode[i] == 3);
+			else
+				llm_batch_add(&b, 5 + i * 7, i % 4, seq[i / 4], mode[i] == 1);
+		}
+		if (llm_decode(cx[v], &b)) {
+			failf("mixed batch: decode: %s", llm_errmsg());
+			goto done;
+		}
+	}
+	for (int i = 0; i < 12; i++) {
+		struct llm_cands c;
+		bool have = llm_ctx_cands(cx[1], i, &c);
+		CHECK(have == (mode[i] >= 2), "mixed batch token %d: candidates %d", i, have);
+		const float *a = llm_ctx_logits(cx[0], i), *r = llm_ctx_logits(cx[1], i);
+		CHECK(!a == (mode[i] == 0) && !r == (mode[i] == 0),
+		      "mixed batch token %d: rows %p %p", i, (const void *)a, (const void *)r);
+		if (!a || !r)
+			continue;
+		CHECK(!memcmp(a, r, nv * sizeof(float)), "mixed batch token %d: the row "
+		      "differs with candidates", i);
+		if (have) {
+			int32_t ids[LLM_CANDS_MAX];
+			float vals[LLM_CANDS_MAX], mx;
+			double sum, sums;
+			llm_cands_compute(r, nv, 1.25f, c.k, true, ids, vals, &mx, &sum, &sums);
+			CHECK(c.k == (nv < LLM_CANDS_MAX ? nv : LLM_CANDS_MAX) &&
+			      !memcmp(ids, c.ids, c.k * sizeof(int32_t)) &&
+			      !memcmp(vals, c.logits, c.k * sizeof(float)) && mx == c.max &&
+			      close_rel(c.sum, sum, 1e-12) && close_rel(c.sum_scaled, sums, 1e-12),
+			      "mixed batch token %d: GPU candidates differ from the CPU's "
+			      "of the same row", i);
+		}
+	}
+done:
+	llm_ctx_free(cx[0]);
+	llm_ctx_free(cx[1]);
+	llm_batch_free(&b);
+}
+
 static void test_model(void)
 {
 	const char *dir = getenv("LLMKIT_DATA");
@@ -247,6 +317,8 @@ static void test_model(void)
 		free(r);
 		return;
 	}
+	test_mixed(m);
+
 	struct llm_gen_params gp;
 	llm_gen_params_default(&gp);
 	gp.max_tokens = 80;

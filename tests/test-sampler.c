@@ -11,6 +11,7 @@
 #include "llmkit/error.h"
 #include "llmkit/forward.h"
 #include "llmkit/generate.h"
+#include "llmkit/kvcache.h"
 #include "llmkit/model.h"
 #include "llmkit/sampler.h"
 #include "llmkit/tokenizer.h"
@@ -595,6 +596,84 @@ START_TEST(cands_generate_like_full_rows)
 }
 END_TEST
 
+/* One batch mixing full rows, candidates rows and tokens without logits:
+ * full rows as without candidates, candidates as computed from the row,
+ * the row of a candidates row fetched on demand. */
+START_TEST(cands_mixed_batch)
+{
+	struct llm_model *m;
+	ck_assert_msg(llm_model_load(&m, model_path) == 0, "%s", llm_errmsg());
+	struct llm_ctx *cx[2];
+	for (int v = 0; v < 2; v++) {
+		struct llm_ctx_params cp;
+		llm_ctx_params_default(&cp);
+		cp.n_threads = 2;
+		cp.n_ctx = 64;
+		cp.n_seq_max = 4;
+		cp.cands = v ? 1 : -1;
+		ck_assert_int_eq(llm_ctx_new(&cx[v], m, &cp), 0);
+	}
+	int nv = m->hp.n_vocab;
+	/* modes of the 12 tokens of three sequences */
+	static const int8_t mode[12] = { 0, 1, 2, 3, 0, 2, 2, 1, 0, 0, 3, 1 };
+	struct llm_batch b;
+	ck_assert_int_eq(llm_batch_init(&b, 12), 0);
+	for (int v = 0; v < 2; v++) {
+		int seq[3];
+		for (int s = 0; s < 3; s++)
+			seq[s] = llm_kv_seq_new(llm_ctx_kv(cx[v]));
+		llm_batch_clear(&b);
+		for (int i = 0; i < 12; i++) {
+			if (mode[i] >= 2)
+				llm_batch_add_cands(&b, 5 + i * 7, i % 4, seq[i / 4], 1.25f,
+				                    mode[i] == 3);
+			else
+				llm_batch_add(&b, 5 + i * 7, i % 4, seq[i / 4], mode[i] == 1);
+		}
+		ck_assert_msg(llm_decode(cx[v], &b) == 0, "%s", llm_errmsg());
+	}
+	struct llm_ctx_stats st;
+	llm_ctx_stats(cx[1], &st);
+	ck_assert_int_eq(st.logits_bytes, 3 * nv * 4 + 5 * (64 * 8 + 24));
+	for (int i = 0; i < 12; i++) {
+		struct llm_cands c;
+		bool have = llm_ctx_cands(cx[1], i, &c);
+		ck_assert(have == (mode[i] >= 2));
+		ck_assert(!llm_ctx_cands(cx[0], i, &c) || !have);
+		if (have) {
+			int32_t ids[LLM_CANDS_MAX];
+			float vals[LLM_CANDS_MAX], mx;
+			double sum, sums;
+			const float *row;
+			ck_assert_int_eq(llm_ctx_row(cx[1], i, &row), 0);
+			llm_cands_compute(row, nv, 1.25f, c.k, true, ids, vals, &mx, &sum, &sums);
+			ck_assert_int_eq(c.k, 64);
+			ck_assert(!memcmp(ids, c.ids, sizeof(ids)));
+			ck_assert(!memcmp(vals, c.logits, sizeof(vals)));
+			ck_assert(mx == c.max);
+			ck_assert(mode[i] == 3 ? sum == c.sum && sums == c.sum_scaled
+			                       : isnan(c.sum) && isnan(c.sum_scaled));
+		}
+		const float *a = llm_ctx_logits(cx[0], i), *r = llm_ctx_logits(cx[1], i);
+		ck_assert(!a == (mode[i] == 0) && !r == (mode[i] == 0));
+		if (a)
+			ck_assert(!memcmp(a, r, nv * sizeof(float)));
+	}
+	/* the three rows fetched count too */
+	llm_ctx_stats(cx[1], &st);
+	ck_assert_int_eq(st.logits_bytes, 8 * nv * 4 + 5 * (64 * 8 + 24));
+	/* a scale that is not positive is refused */
+	llm_kv_seq_truncate(llm_ctx_kv(cx[1]), 0, 0);
+	llm_batch_clear(&b);
+	llm_batch_add_cands(&b, 1, 0, 0, 0.0f, false);
+	ck_assert_int_eq(llm_decode(cx[1], &b), LLM_EINVAL);
+	llm_batch_free(&b);
+	llm_ctx_free(cx[0]);
+	llm_ctx_free(cx[1]);
+	llm_model_free(m);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("sampler");
@@ -627,6 +706,7 @@ int main(void)
 		model_path = path;
 		TCase *tm = tcase_create("model");
 		tcase_add_test(tm, cands_generate_like_full_rows);
+		tcase_add_test(tm, cands_mixed_batch);
 		tcase_set_timeout(tm, 300);
 		suite_add_tcase(s, tm);
 	} else {
