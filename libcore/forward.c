@@ -140,6 +140,8 @@ struct llm_ctx {
 	int n_runs;
 };
 
+_Static_assert(LLM_CANDS_MAX == LLM_TOPK_MAX, "sampler.h and backend.h agree");
+
 static bool is_cands(int mode)
 {
 	return mode == LLM_LOGITS_CANDS || mode == LLM_LOGITS_CANDS_SUMS;
