@@ -119,7 +119,8 @@ static const struct llm_policy_ops window_ops = {
 /*
  * The cap on running sequences follows the time per output token (each
  * step gives every decoding sequence one token, so TPOT is the step time):
- * it grows by one while steps stay under 90% of target_tpot_ms and
+ * it grows by one while steps (their decoding part, for steps that also
+ * take prompt tokens) stay under 90% of target_tpot_ms and
  * requests wait, and shrinks by a fifth when they go over (additive
  * increase, multiplicative decrease).  The prompt tokens of a step are
  * held to what fits in the target too, from the measured cost per prompt
@@ -170,21 +171,31 @@ static void adaptive_step(struct llm_policy *p, const struct llm_step_info *s)
 	struct adaptive *a = p->state;
 	double target = p->prm.target_tpot_ms / 1000;
 	int decode = s->n_tokens - s->n_prefill;
+	double t;   /* the step's decoding part */
 
 	if (s->n_seqs == 0)
 		return;
 	if (s->n_prefill == 0) {
 		a->t_decode = a->t_decode > 0 ? 0.8 * a->t_decode + 0.2 * s->t_step
 		                              : s->t_step;
-		if (s->t_step > target)
-			a->cap = fmax(p->prm.min_batch, fmin(a->cap, decode) * 0.8);
-		else if (s->t_step < 0.9 * target && a->waiting > 0 &&
-		         decode >= (int)a->cap)
-			a->cap = fmin(p->prm.max_batch, a->cap + 1);
-	} else if (a->t_decode > 0 && s->t_step > a->t_decode) {
-		double pp = (s->t_step - a->t_decode) / s->n_prefill;
-		a->per_prompt = a->per_prompt > 0 ? 0.8 * a->per_prompt + 0.2 * pp : pp;
+		t = s->t_step;
+	} else {
+		if (a->t_decode > 0 && s->t_step > a->t_decode) {
+			double pp = (s->t_step - a->t_decode) / s->n_prefill;
+			a->per_prompt = a->per_prompt > 0 ? 0.8 * a->per_prompt + 0.2 * pp : pp;
+		}
+		/* Under steady arrivals almost every step carries prompt
+		 * tokens (held to the target's room above): the cap follows
+		 * what the decoding part of such a step costs, the step less
+		 * its prompt tokens at the measured price. */
+		if (!(a->per_prompt > 0) || decode <= 0)
+			return;
+		t = s->t_step - s->n_prefill * a->per_prompt;
 	}
+	if (t > target)
+		a->cap = fmax(p->prm.min_batch, fmin(a->cap, decode) * 0.8);
+	else if (t < 0.9 * target && a->waiting > 0 && decode >= (int)a->cap)
+		a->cap = fmin(p->prm.max_batch, a->cap + 1);
 }
 
 static const struct llm_policy_ops adaptive_ops = {
@@ -274,7 +285,10 @@ static const struct llm_policy_ops priority_ops = {
  * needs (rate x service time, with a quarter of headroom, at least
  * min_batch); when the forecast is surge_ratio times the observed rate, KV
  * blocks for the requests the surge will add are reserved ahead (at most
- * half the cache).
+ * half the cache).  A surge is sized with the service time requests took
+ * when the server was busy (the highest seen, fading by half over half a
+ * season, and kept in the history), not the short one of the quiet hour
+ * before it: requests take longer when many share the steps.
  */
 struct predictive {
 	double *rate;        /* (buckets) requests per second */
@@ -283,6 +297,8 @@ struct predictive {
 	double cur_from;     /* wall time counting began in it */
 	int count;           /* arrivals in it */
 	double forecast;     /* last forecast (for tests and traces) */
+	double st_busy;      /* service time under load, seconds (fading) */
+	double st_at;        /* wall time st_busy was last brought forward */
 };
 
 static double bucket_len(const struct llm_policy *p)
@@ -370,6 +386,13 @@ static int predictive_load(struct llm_policy *p)
 				               path, lineno, k, p->prm.buckets);
 				break;
 			}
+		} else if (sscanf(line, "service %lf", &x) == 1) {
+			if (!(x >= 0 && x < 1e6)) {
+				rc = llm_error(LLM_EFORMAT, "%s: line %d: service time %g",
+				               path, lineno, x);
+				break;
+			}
+			s->st_busy = x;
 		} else if (sscanf(line, "epoch %lf", &x) == 1) {
 			if (fabs(x - p->prm.epoch) > 1e-6) {
 				rc = llm_error(LLM_EFORMAT, "%s: line %d: epoch %g, not %g",
@@ -462,13 +485,22 @@ static void predictive_plan(struct llm_policy *p, const struct llm_sched_view *v
 	double bpr = v->blocks_per_req > 0 ? v->blocks_per_req : 4.0;
 	s->forecast = f;
 
-	int want = (int)ceil(1.25 * fmax(f, obs) * st);
+	/* the busy service time fades by half over half a season */
+	if (s->st_at > 0 && v->wall > s->st_at)
+		s->st_busy *= exp2(-(v->wall - s->st_at) / (0.5 * q->period_s));
+	s->st_at = v->wall;
+	if (v->service_time > s->st_busy)
+		s->st_busy = v->service_time;
+	bool surge = f > q->surge_ratio * obs && f > 0;
+	double st_f = surge ? fmax(st, s->st_busy) : st;
+
+	int want = (int)ceil(1.25 * fmax(f * st_f, obs * st));
 	/* never below what runs and waits now: the forecast sizes ahead,
 	 * it does not turn away the present */
 	want = imax(want, imin(v->n_running + v->n_waiting, cap));
 	plan->max_running = imax(imin(want, cap), imin(q->min_batch, cap));
-	if (f > q->surge_ratio * obs && f > 0) {
-		int extra = (int)ceil((f - obs) * st * bpr);
+	if (surge) {
+		int extra = (int)ceil((f - obs) * st_f * bpr);
 		plan->kv_reserve = imax(plan->kv_reserve, imin(extra, v->kv_blocks / 2));
 	}
 }
@@ -496,8 +528,9 @@ static int predictive_save(struct llm_policy *p)
 	if (!(f = fopen(tmp, "w")))
 		return llm_error(LLM_EIO, "%s: %s", tmp, strerror(errno));
 	fprintf(f, "llmkit-predictive 1\n# arrival rate (requests/s) and seasons "
-	        "seen, one line per bucket\nperiod %.17g\nbuckets %d\nepoch %.17g\n",
-	        p->prm.period_s, p->prm.buckets, p->prm.epoch);
+	        "seen, one line per bucket\nperiod %.17g\nbuckets %d\nepoch %.17g\n"
+	        "service %.9g\n", p->prm.period_s, p->prm.buckets, p->prm.epoch,
+	        s->st_busy);
 	for (int i = 0; i < p->prm.buckets; i++)
 		fprintf(f, "%.9g %d\n", s->rate[i], s->seen[i]);
 	if (fflush(f) || ferror(f)) {

@@ -17,6 +17,7 @@
  * just a longer prefill.  Sampling state never leaves the request, so none
  * of this changes its tokens.
  */
+#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -129,6 +130,7 @@ struct llm_engine {
 };
 
 #define RATE_TAU 10.0   /* seconds: arrival-rate and tokens/s memory */
+#define IDLE_REPLAN_S 0.25  /* an idle engine asks its policy again this often */
 
 /* An adapter finished loading: requests waiting for it may be admitted. */
 static void engine_wake(void *user)
@@ -1247,6 +1249,47 @@ static void publish(struct llm_engine *e)
 	pthread_mutex_unlock(&e->mu);
 }
 
+/* Ask the policy for this iteration's plan, within the engine's limits. */
+static void make_plan(struct llm_engine *e, double now, struct llm_sched_view *v,
+                      struct llm_sched_plan *plan)
+{
+	cpu_sample(e, now);
+	fill_view(e, now, v);
+	plan->max_running = e->p.max_batch;
+	plan->admit = e->p.max_batch;
+	plan->prefill_tokens = e->p.max_prefill_tokens;
+	plan->kv_reserve = 0;
+	plan->preempt = false;
+	plan->wake = 0;
+	e->pol->ops->plan(e->pol, v, plan);
+	if (plan->max_running > e->p.max_batch)
+		plan->max_running = e->p.max_batch;
+	if (plan->max_running < 1)
+		plan->max_running = 1;
+	if (plan->prefill_tokens > e->p.max_prefill_tokens)
+		plan->prefill_tokens = e->p.max_prefill_tokens;
+	if (plan->prefill_tokens < 1)
+		plan->prefill_tokens = 1;
+	if (plan->kv_reserve < 0)
+		plan->kv_reserve = 0;
+	e->cap_plan = plan->max_running;
+	e->kv_reserve_plan = plan->kv_reserve;
+}
+
+/* The CLOCK_REALTIME time d seconds from now (for pthread_cond_timedwait). */
+static struct timespec deadline_in(double d)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += (time_t)d;
+	ts.tv_nsec += (long)((d - floor(d)) * 1e9);
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	return ts;
+}
+
 static void *engine_main(void *arg)
 {
 	struct llm_engine *e = arg;
@@ -1265,45 +1308,30 @@ static void *engine_main(void *arg)
 		handle_cancels(e);
 		if (stopping && !drain)
 			cancel_all(e);
+		/* the plan */
+		struct llm_sched_view v;
+		struct llm_sched_plan plan;
+		make_plan(e, t0, &v, &plan);
+
 		if (e->n_waiting == 0 && e->n_running == 0) {
+			/* idle: the plan above keeps the policy's cap and KV
+			 * reserve current (a forecast surge sizes them before
+			 * its first request); look again IDLE_REPLAN_S on */
 			publish(e);
 			pthread_mutex_lock(&e->mu);
 			if (e->stopping && !e->in_head) {
 				pthread_mutex_unlock(&e->mu);
 				break;
 			}
+			struct timespec ts = deadline_in(IDLE_REPLAN_S);
 			while (!e->in_head && !e->stopping && atomic_load(&e->n_cancel) == 0)
-				pthread_cond_wait(&e->cv, &e->mu);
+				if (pthread_cond_timedwait(&e->cv, &e->mu, &ts) == ETIMEDOUT)
+					break;
 			pthread_mutex_unlock(&e->mu);
 			continue;
 		}
-
-		/* the plan */
-		struct llm_sched_view v;
-		struct llm_sched_plan plan;
-		cpu_sample(e, t0);
-		fill_view(e, t0, &v);
-		plan.max_running = e->p.max_batch;
-		plan.admit = e->p.max_batch;
-		plan.prefill_tokens = e->p.max_prefill_tokens;
-		plan.kv_reserve = 0;
-		plan.preempt = false;
-		plan.wake = 0;
-		e->pol->ops->plan(e->pol, &v, &plan);
-		if (plan.max_running > e->p.max_batch)
-			plan.max_running = e->p.max_batch;
-		if (plan.max_running < 1)
-			plan.max_running = 1;
-		if (plan.prefill_tokens > e->p.max_prefill_tokens)
-			plan.prefill_tokens = e->p.max_prefill_tokens;
-		if (plan.prefill_tokens < 1)
-			plan.prefill_tokens = 1;
-		if (plan.kv_reserve < 0)
-			plan.kv_reserve = 0;
 		if (stopping && drain && e->n_running == 0 && plan.admit <= 0)
 			plan.admit = plan.max_running;   /* draining: no more holding */
-		e->cap_plan = plan.max_running;
-		e->kv_reserve_plan = plan.kv_reserve;
 
 		int n_pre0 = (int)m->preemptions;
 		int n_adm = admit(e, &plan, t0);
@@ -1313,15 +1341,7 @@ static void *engine_main(void *arg)
 			double wake = plan.wake > t0 ? plan.wake : t0 + 0.05;
 			if (wake > t0 + 0.05)
 				wake = t0 + 0.05;
-			struct timespec ts;
-			clock_gettime(CLOCK_REALTIME, &ts);
-			double d = wake - t0;
-			ts.tv_sec += (time_t)d;
-			ts.tv_nsec += (long)((d - floor(d)) * 1e9);
-			if (ts.tv_nsec >= 1000000000L) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000L;
-			}
+			struct timespec ts = deadline_in(wake - t0);
 			pthread_mutex_lock(&e->mu);
 			if (!e->in_head && !e->stopping && atomic_load(&e->n_cancel) == 0)
 				pthread_cond_timedwait(&e->cv, &e->mu, &ts);

@@ -255,6 +255,27 @@ def metrics(url):
     return m
 
 
+METRICS_TRACE = ("llmkit_requests_waiting", "llmkit_requests_running",
+                 "llmkit_batch_cap", "llmkit_kv_blocks_reserved",
+                 "llmkit_kv_blocks_used")
+
+
+async def sample_metrics(a, start):
+    """Every --metrics-every seconds, one line of what the server's policy
+    is doing: seconds since the start, then the gauges of METRICS_TRACE."""
+    loop = asyncio.get_running_loop()
+    with open(a.metrics_trace, "w") as f:
+        f.write("# t " + " ".join(k[len("llmkit_"):] for k in METRICS_TRACE) + "\n")
+        while True:
+            t = time.monotonic() - start
+            m = await loop.run_in_executor(None, metrics, a.url)
+            if m:
+                f.write("%.2f %s\n" % (t, " ".join("%g" % m.get(k, float("nan"))
+                                                    for k in METRICS_TRACE)))
+                f.flush()
+            await asyncio.sleep(max(0.0, a.metrics_every - (time.monotonic() - start - t)))
+
+
 def pct(xs, q):
     if not xs:
         return float("nan")
@@ -314,6 +335,9 @@ async def run(a):
         await asyncio.sleep(max(0.0, a.start_at - time.time()))
     m0 = metrics(a.url)
     start = time.monotonic()
+    sampler = None
+    if a.metrics_trace:
+        sampler = asyncio.create_task(sample_metrics(a, start))
     if a.clients:
         # closed loop for --duration seconds; what is still running then is
         # abandoned (its connection closed: the server cancels it) and not
@@ -342,6 +366,9 @@ async def run(a):
         await asyncio.gather(*tasks)
         wall = time.monotonic() - start
         m_end = None
+    if sampler:
+        sampler.cancel()
+        await asyncio.gather(sampler, return_exceptions=True)
     await asyncio.sleep(0.5)     # let the server see the abandoned ones go
     m1 = m_end or metrics(a.url)
     return summarize(a, results, wall, m0, m1)
@@ -442,6 +469,10 @@ def main():
                    help="start at this Unix time (to line up with a season)")
     p.add_argument("--json", help="write the summary here")
     p.add_argument("--trace", help="per-request lines: t_scheduled ttft e2e priority status")
+    p.add_argument("--metrics-trace",
+                   help="sample /metrics during the run: t waiting running batch_cap "
+                        "kv_blocks_reserved kv_blocks_used per line")
+    p.add_argument("--metrics-every", type=float, default=0.25, help="seconds")
     a = p.parse_args()
     s = asyncio.run(run(a))
     out = json.dumps(s, indent=1)

@@ -5,7 +5,7 @@
  *
  *   mlora-bench MODEL DIR_DISTINCT DIR_MANY [-t threads] [-c clients]
  *               [-p prompt] [-g gen] [-d seconds] [-w warmup] [-r rounds]
- *               [-A max_active] [-z zipf_s] [-k cold_samples]
+ *               [-A max_active] [-z zipf_s] [-k cold_samples] [-x device]
  *
  * Modes, alternated in each of the rounds (so drifting load hits them
  * alike); tokens/s counted from the end of the warmup to the end:
@@ -286,7 +286,9 @@ int main(int argc, char **argv)
 	struct llm_ctx *ctx = NULL;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "t:c:p:g:d:w:r:A:z:k:")) != -1) {
+	const char *device = NULL;
+
+	while ((opt = getopt(argc, argv, "t:c:p:g:d:w:r:A:z:k:x:")) != -1) {
 		switch (opt) {
 		case 't': threads = atoi(optarg); break;
 		case 'c': clients = atoi(optarg); break;
@@ -298,6 +300,7 @@ int main(int argc, char **argv)
 		case 'A': max_active = atoi(optarg); break;
 		case 'z': zipf_s = atof(optarg); break;
 		case 'k': n_cold = atoi(optarg); break;
+		case 'x': device = optarg; break;
 		default: return 2;
 		}
 	}
@@ -315,6 +318,7 @@ int main(int argc, char **argv)
 	cp.n_ctx = n_prompt + n_gen + 16;
 	cp.n_seq_max = clients;
 	cp.n_batch = clients + 512;
+	cp.device = device;
 	if (llm_ctx_new(&ctx, m, &cp))
 		die("context");
 

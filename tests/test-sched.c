@@ -785,6 +785,27 @@ START_TEST(adaptive_follows_tpot_target)
 	pl = plan_of(p, &v);
 	ck_assert_int_lt(pl.prefill_tokens, 60);
 	ck_assert_int_gt(pl.prefill_tokens, 20);
+	/* every step carrying prompt tokens (steady arrivals): the cap
+	 * follows the decoding part of the step, so it still grows while
+	 * that stays fast, and shrinks when it goes over */
+	int c2 = plan_of(p, &v).max_running;
+	for (int i = 0; i < 10; i++) {
+		pl = plan_of(p, &v);
+		si.n_seqs = pl.max_running + 1;
+		si.n_prefill = 20;
+		si.n_tokens = pl.max_running + 20;
+		si.t_step = 0.010 + 0.020;   /* 20 prompt tokens at 1 ms */
+		p->ops->step(p, &si);
+	}
+	int c3 = plan_of(p, &v).max_running;
+	ck_assert_int_gt(c3, c2);
+	for (int i = 0; i < 3; i++) {
+		si.n_seqs = c3 + 1;
+		si.n_tokens = c3 + 20;
+		si.t_step = 0.080 + 0.020;
+		p->ops->step(p, &si);
+	}
+	ck_assert_int_lt(plan_of(p, &v).max_running, c3);
 	llm_policy_free(p);
 }
 END_TEST
@@ -952,12 +973,84 @@ START_TEST(predictive_forecasts_from_history)
 	ck_assert_int_eq(plan_of(p, &v).kv_reserve, 0);
 	llm_policy_free(p);
 
+	/* a surge is sized with the service time seen when busy, not the
+	 * quiet hour's, and that time is saved with the history */
+	FILE *g = fopen(path, "w");
+	ck_assert(g != NULL);
+	fprintf(g, "llmkit-predictive 1\nperiod 86400\nbuckets 24\nepoch 0\n");
+	for (int i = 0; i < 24; i++)
+		fprintf(g, "%g 3\n", i == 10 ? 4.0 : 0.5);
+	fclose(g);
+	p = policy("predictive", &q);
+	v.arrival_rate = 0.5;
+	v.wall = 86400.0 * 100 + 10 * 3600 - 600;      /* 09:50, busy */
+	v.service_time = 3;
+	(void)plan_of(p, &v);
+	v.wall += 300;                                  /* 09:55, quiet again */
+	v.service_time = 0.5;
+	ck_assert_int_eq(plan_of(p, &v).max_running, 15);  /* 1.25 x 4/s x ~3 s */
+	ck_assert_int_eq(llm_policy_save(p), 0);
+	llm_policy_free(p);
+	/* (saving folds the buckets up to the real clock: the seasons
+	 * between the test's day 100 and today halve the 4/s to 2/s) */
+	p = policy("predictive", &q);
+	ck_assert_int_eq(plan_of(p, &v).max_running, 8);   /* 1.25 x 2/s x 3 s */
+	llm_policy_free(p);
+
 	/* a history made for other buckets is refused, naming the file */
 	q.buckets = 48;
 	struct llm_policy *bad;
 	ck_assert_int_eq(llm_policy_new(&bad, "predictive", &q), LLM_EFORMAT);
 	ck_assert(strstr(llm_errmsg(), path));
 	remove(path);
+}
+END_TEST
+
+/* An idle engine keeps asking its policy: with a history that forecasts a
+ * surge, the cap and the KV reserve are raised before any request. */
+static void idle_engine_plan(double rate, struct llm_engine_metrics *m)
+{
+	char path[] = "/tmp/test-sched-idleXXXXXX";
+	int fd = mkstemp(path);
+	ck_assert(fd >= 0);
+	FILE *f = fdopen(fd, "w");
+	fprintf(f, "llmkit-predictive 1\nperiod 3600\nbuckets 60\nepoch 0\n");
+	for (int i = 0; i < 60; i++)
+		fprintf(f, "%g 2\n", rate);
+	fclose(f);
+
+	struct llm_ctx *c = new_ctx(8, 0);
+	struct llm_engine_params ep;
+	struct llm_engine *e;
+	struct llm_policy_params q;
+	llm_policy_params_default(&q);
+	q.period_s = 3600;
+	q.buckets = 60;
+	q.min_batch = 2;
+	q.history = path;
+	llm_engine_params_default(&ep);
+	ep.max_batch = 8;
+	ck_assert_int_eq(llm_policy_new(&ep.policy, "predictive", &q), 0);
+	ck_assert_int_eq(llm_engine_new(&e, c, tok, &ep), 0);
+	ck_assert_int_eq(llm_engine_start(e), 0);
+	usleep(700 * 1000);
+	llm_engine_metrics(e, m);
+	llm_engine_stop(e, false);
+	llm_engine_free(e);
+	llm_ctx_free(c);
+	remove(path);
+}
+
+START_TEST(predictive_engine_presizes_while_idle)
+{
+	struct llm_engine_metrics m;
+	idle_engine_plan(40, &m);          /* a surge is forecast */
+	ck_assert_int_eq(m.running + m.waiting, 0);
+	ck_assert_int_eq(m.cap, 8);
+	ck_assert_int_gt(m.kv_reserve, 0);
+	idle_engine_plan(0, &m);           /* nothing is */
+	ck_assert_int_eq(m.cap, 2);
+	ck_assert_int_eq(m.kv_reserve, 0);
 }
 END_TEST
 
@@ -1126,6 +1219,7 @@ static Suite *sched_suite(void)
 	tcase_add_test(tc, static_engine_never_joins_a_batch);
 	tcase_add_test(tc, window_engine_waits_for_its_window);
 	tcase_add_test(tc, load_engine_shrinks_under_kv_pressure);
+	tcase_add_test(tc, predictive_engine_presizes_while_idle);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("policies");
 	tcase_add_test(tc, policy_names_and_bad_params);

@@ -12,11 +12,13 @@
 # 2. A quiet period then a launch spike (open loop) for the policies that
 #    size batches from load.
 # 3. Mixed priorities under overload: per-class p99 TTFT.
+# 4. KV pressure: continuous and load with a cache too small for the
+#    batch (KV_MEM): mean batch and preemptions.
 # Markdown tables on stdout; JSON per run and gnuplot PNGs (if gnuplot is
 # installed) in OUTDIR.  Environment: DURATION (seconds per closed-loop
 # run, 60), SHAPE_S (seconds of the open-loop shapes, 30),
 # CLIENTS (32), THREADS (2), RATE (open-loop base rate, req/s: 0.4 x
-# the closed loop's continuous completions), SECTIONS (which of 1 2 3 to run: 123), MODEL (a GGUF; default a dummy made with
+# the closed loop's continuous completions), SECTIONS (which of 1 2 3 4 to run: 1234), MODEL (a GGUF; default a dummy made with
 # llm-convert --dummy stories110M).
 set -eu
 src=$(cd "$(dirname "$0")/../.." && pwd)
@@ -71,17 +73,17 @@ for f in sys.argv[1:]:
 PY
 }
 
-sections=${SECTIONS:-123}
-# ---------------------------------------------------------------- 1. closed loop
-case $sections in *1*)
+sections=${SECTIONS:-1234}
 lg="--clients $C --shape sharegpt --rate 10 --len-scale 0.125 --max-prompt 128 --max-output 64"
 lg="$lg --slo-ttft 5 --slo-tpot 0.5"
 lg="$lg --duration $D"
+# ---------------------------------------------------------------- 1. closed loop
+case $sections in *1*)
 run one-at-a-time "--policy continuous --max-batch 1" $lg
 for p in static continuous adaptive window load predictive priority hybrid; do
 	extra=
 	case $p in
-	adaptive) extra="--target-tpot-ms 400" ;;
+	adaptive) extra="--target-tpot-ms 80" ;;
 	window) extra="--min-batch 8 --window-ms 500" ;;
 	static) extra="--batch-timeout-ms 500" ;;
 	esac
@@ -117,7 +119,7 @@ rate=${RATE:-$(python3 -c "import json; d=json.load(open('$out/continuous.json')
 case $sections in *2*)
 sp="--shape spike --duration $DS --rate $rate --prompt-mean 48 --output-mean 32 --max-prompt 128 --max-output 48 --slo-ttft 5 --slo-tpot 0.5"
 for p in static continuous window load; do
-	run "spike-$p" "--policy $p --max-batch 32" $sp
+	run "spike-$p" "--policy $p --max-batch 32" $sp --metrics-trace "$out/spike-$p.metrics"
 done
 # predictive: one season = one run; a first run teaches it the spike (its
 # history saved at exit), the second is measured; both start on a season
@@ -127,7 +129,7 @@ t0=$(( $(date +%s) + 8 ))
 for r in learn spike-predictive; do
 	# the history belongs to one epoch: start a whole number of seasons on
 	t=$(( t0 + DS * ( ( $(date +%s) + 8 - t0 + DS - 1 ) / DS ) ))
-	run "$r" "$pred --epoch $t0" $sp --start-at "$t"
+	run "$r" "$pred --epoch $t0" $sp --start-at "$t" --metrics-trace "$out/$r.metrics"
 done
 echo
 echo "## quiet (rate $rate/5) then spike (rate $rate x 3), open loop, ${DS}s"
@@ -143,6 +145,30 @@ for name, f in (("continuous", sys.argv[1]), ("predictive, no history", sys.argv
     xs = [float(l.split()[1]) for l in open(f) if ds / 2 <= float(l.split()[0]) < ds / 2 + 2]
     print("first 2 s of the spike, mean TTFT: %s %.2f s (%d requests)" % (
         name, sum(xs) / len(xs) if xs else float("nan"), len(xs)))
+PY
+echo
+echo "What each policy had set before the spike (sampled from /metrics every"
+echo "0.25 s; the spike starts at $(python3 -c "print($DS / 2)") s, predictive's horizon is $(python3 -c "print($DS / 5)") s):"
+echo
+python3 - "$out" "$DS" <<'PY'
+import sys
+o, ds = sys.argv[1], float(sys.argv[2])
+spike, hz = ds / 2, ds / 5
+print("| run | batch cap, quiet (first third) | batch cap, %.0f s before the spike | KV blocks reserved before the spike (max) | cap first at >= 2x its quiet level | running at that time |" % hz)
+print("|---|---|---|---|---|---|")
+for r in ("spike-continuous", "spike-load", "learn", "spike-predictive"):
+    rows = [list(map(float, l.split())) for l in open("%s/%s.metrics" % (o, r))
+            if not l.startswith("#")]
+    # columns: t waiting running batch_cap kv_reserved kv_used
+    quiet = [x[3] for x in rows if x[0] < ds / 3]
+    q = sorted(quiet)[len(quiet) // 2] if quiet else float("nan")
+    ahead = [x[3] for x in rows if spike - hz <= x[0] < spike]
+    res = max([x[4] for x in rows if x[0] < spike] or [0])
+    up = next((x for x in rows if x[0] >= ds / 3 and x[3] >= 2 * q), None)
+    when = ("%+.1f s from the spike" % (up[0] - spike)) if up else "never"
+    print("| %s | %.0f | %.0f-%.0f | %d | %s | %s |" % (
+        r, q, min(ahead or [q]), max(ahead or [q]), res, when,
+        "%d" % up[2] if up else "-"))
 PY
 
 ;; esac
@@ -169,8 +195,24 @@ for f in sys.argv[1:]:
 PY
 
 ;; esac
+# ---------------------------------------------------------------- 4. KV pressure
+# The closed loop again with a KV cache too small for 32 sequences
+# (KV_MEM, 48M: about 80 blocks of 16 positions, room for ~10 whole
+# requests): continuous admits whatever fits and preempts when running
+# sequences outgrow the cache; load shrinks the batch when the cache is
+# over --kv-high used and grows it back under --kv-low.
+case $sections in *4*)
+kv=${KV_MEM:-48M}
+for p in continuous load; do
+	run "kv-$p" "--policy $p --max-batch 32 --kv-mem $kv" $lg
+done
+echo
+echo "## KV pressure: $C clients, closed loop, --kv-mem $kv, ${D}s per run"
+echo
+table "$out"/kv-continuous.json "$out"/kv-load.json
+;; esac
 # ---------------------------------------------------------------- plots
-if command -v gnuplot >/dev/null 2>&1; then
+if command -v gnuplot >/dev/null 2>&1 && [ -r "$out/one-at-a-time.json" ] && [ -r "$out/spike-predictive.metrics" ]; then
 	python3 - "$out" <<'PY'
 import json, sys
 o = sys.argv[1]
@@ -202,7 +244,16 @@ set xlabel "request sent (s)"
 set ylabel "TTFT (s)"
 set title "quiet then spike: TTFT of each request"
 plot for [p in "static continuous window load predictive"] "$out/spike-".p.".trace" using 1:2 title p
+set output "$out/spike-cap.png"
+set style data steps
+set xlabel "seconds since the start (spike at $(python3 -c "print($DS / 2)") s)"
+set ylabel "sequences / KV blocks"
+set title "predictive: batch cap and KV reserve ahead of the spike, with and without history"
+plot "$out/spike-predictive.metrics" using 1:4 title "cap, taught the spike" lw 2, \
+     "" using 1:5 title "KV blocks reserved, taught" lw 2, \
+     "" using 1:3 title "running, taught", \
+     "$out/learn.metrics" using 1:4 title "cap, no history" dt 2
 EOF
 	echo
-	echo "plots: $out/throughput.png $out/ttft.png $out/spike.png"
+	echo "plots: $out/throughput.png $out/ttft.png $out/spike.png $out/spike-cap.png"
 fi

@@ -8,6 +8,11 @@
 #      copy bandwidth (llm-bench --membw's roofline)    target >= 0.7
 #   2. prefill (pp512): 2 x parameters x tokens/s over the cuBLAS peak
 #   3. batched decode at 1, 16, 64, 256 sequences: tokens/s of all streams
+#   4. multi-LoRA: 32 closed-loop clients on 32 distinct rank-8 adapters
+#      (every projection) against the same clients on the base model,
+#      TinyLlama shape, f16 (tests/mlora-bench -x cuda)   target >= 0.9x
+#   5. with LLAMA_BENCH (llama.cpp's llama-bench built with CUDA): its
+#      tg128 / pp512 on the same files, and ours over its
 #
 # for random-weight models of TinyLlama-1.1B's and Llama-3-8B's shapes in
 # f16, q8_0 and q4_0 (llm-convert --dummy, llm-quantize --pure), and greedy
@@ -17,7 +22,9 @@
 # Environment: LLMKIT_BIN (build directory, default: the source tree),
 # BENCH_DIR (models made or reused, default $TMPDIR/llmkit-bench-cuda),
 # SHAPES ("TinyLlama-1.1B Llama-3-8B"), TYPES ("f16 q8_0 q4_0"), REPS (3),
-# BATCHES ("1 16 64 256"), THREADS (for making the models; all cores).
+# BATCHES ("1 16 64 256"), THREADS (for making the models; all cores),
+# LLAMA_BENCH (path of llama.cpp's llama-bench; section 5 runs only with
+# it), MLORA_SECONDS (20 per mode).
 #
 # Exits 77 when there is no GPU (or the build has no CUDA).
 set -eu
@@ -108,6 +115,46 @@ for shape in $shapes; do
 		echo
 	done
 done
+
+# ---------------------------------------------------------------- 4. multi-LoRA
+ml=$dir/TinyLlama-1.1B-f16.gguf
+if [ -s "$ml" ]; then
+	for p in tests/mlora-bench tests/mlora-gen; do
+		[ -x "$bin/$p" ] || make -C "$bin" "$p" >/dev/null
+	done
+	ad=$dir/mlora-tinyllama-r8-32
+	if [ ! -e "$ad/.done" ]; then
+		rm -rf "$ad"
+		"$bin/tests/mlora-gen" "$ml" "$ad" 32 1 8 all 0.02 >&2
+		touch "$ad/.done"
+	fi
+	"$bin/tests/mlora-bench" -x cuda -c 32 -p 64 -g 128 -d "${MLORA_SECONDS:-20}" \
+		-w 3 -r 2 -A 32 -k 3 "$ml" "$ad" "$ad" > "$tmp/mlora.txt"
+	v() { awk -v k="$1" '$1 == k { print $2 }' "$tmp/mlora.txt"; }
+	echo
+	echo "multi-LoRA, TinyLlama-1.1B f16, 32 clients: base $(v none_tok_s) tok/s, 32 distinct rank-8 adapters $(v distinct_tok_s) tok/s: $(v ratio_distinct_vs_none)x (target >= 0.9)"
+fi
+
+# ---------------------------------------------------------------- 5. llama.cpp
+if [ -n "${LLAMA_BENCH:-}" ] && [ -x "$LLAMA_BENCH" ]; then
+	echo
+	echo "| model | type | llama.cpp tg128 | ours | ours / llama.cpp | llama.cpp pp512 | ours | ours / llama.cpp |"
+	echo "|---|---|---|---|---|---|---|---|"
+	for shape in $shapes; do
+		for t in $types; do
+			f=$dir/$shape-$t.gguf
+			[ -s "$f" ] || continue
+			"$LLAMA_BENCH" -m "$f" -ngl 99 -p 512 -n 128 -r "$reps" -o csv > "$tmp/lc.csv" 2>/dev/null || continue
+			lt=$(csv_get "$tmp/lc.csv" avg_ts "n_prompt=0 n_gen=128")
+			lp=$(csv_get "$tmp/lc.csv" avg_ts "n_prompt=512 n_gen=0")
+			"$bench" -m "$f" --device cuda -r "$reps" -p 512 -n 128 -b 1 -o csv > "$tmp/our.csv"
+			ot=$(csv_get "$tmp/our.csv" tokens_per_s "kind=tg batch=1")
+			op=$(csv_get "$tmp/our.csv" tokens_per_s "kind=pp")
+			echo "| $shape | $t | $lt | $ot | $(ratio "$ot" "$lt") | $lp | $op | $(ratio "$op" "$lp") |"
+		done
+	done
+fi
+
 "$peak" > "$tmp/peak1"
 awk '$1 == "membw_bytes_per_s" { b = $2 } $1 == "gemm_flops" { f = $2 } END { printf "\nafter: copy bandwidth %.1f GB/s; cuBLAS peak %.1f TFLOP/s\n", b / 1e9, f / 1e12 }' "$tmp/peak1"
 echo "targets: decode / bandwidth >= 0.7 (the copy kernel moves each byte twice: read and write)"

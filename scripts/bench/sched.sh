@@ -53,3 +53,41 @@ echo "# load before: $(load), $(nproc) CPUs"
 "$sb" -m "$model" -t "$threads" -c "$clients" -D "$seconds" -b "$clients" \
 	-s "$serial" -L "$lengths" -P serial,continuous,static "$@"
 echo "# load after: $(load)"
+
+# What the machine allows: decode step time T(b) at each batch size
+# (llm-bench, the same model and threads), then static and continuous
+# replayed on those step times over the same length draws (batches of
+# $clients back to back; static runs each batch until its longest output,
+# continuous keeps $clients running; prompts cost the same in both).  This
+# bounds the continuous / static ratio any scheduler can reach here: once
+# a step is compute-bound, a fuller batch adds tokens but not speed.
+echo
+echo "# decode step time by batch size, and the ratio it allows"
+"$bin/tools/llm-bench" -m "$model" -t "$threads" -p 64 -n 32 -b 1,2,4,8,16,24,32 \
+	-r 1 -o csv 2>/dev/null | python3 -c '
+import csv, random, sys
+rows = list(csv.DictReader(sys.stdin))
+tps = {int(r["batch"]): float(r["tokens_per_s"]) for r in rows if r["kind"] == "tg"}
+pp = [float(r["tokens_per_s"]) for r in rows if r["kind"] == "pp"][0]
+bs = sorted(tps)
+def step(b):  # interpolate between measured batch sizes
+    lo = max(x for x in bs if x <= b); hi = min(x for x in bs if x >= b)
+    if lo == hi: return lo / tps[lo]
+    tl, th = lo / tps[lo], hi / tps[hi]
+    return tl + (th - tl) * (b - lo) / (hi - lo)
+print("batch " + " ".join("%7d" % b for b in bs))
+print("tok/s " + " ".join("%7.0f" % tps[b] for b in bs))
+print("step  " + " ".join("%5.1fms" % (1000 * b / tps[b]) for b in bs))
+lens = [tuple(map(int, l.split(",")[:2])) for l in open(sys.argv[1]).readlines()[1:]]
+rng = random.Random(1); C = int(sys.argv[2])
+st = ct = tok = 0.0
+for _ in range(400):
+    L = [min(256, max(4, lens[rng.randrange(len(lens))][1] // 8)) for _ in range(C)]
+    P = [min(128, max(8, lens[rng.randrange(len(lens))][0] // 64)) for _ in range(C)]
+    pre = sum(P) / pp
+    st += pre + sum(step(sum(1 for l in L if l > s)) for s in range(max(L)))
+    ct += pre + sum(L) / C * step(C)
+    tok += sum(L)
+print("replayed on these step times: static %.0f tok/s, continuous %.0f tok/s: "
+      "continuous / static at most %.2fx here" % (tok / st, tok / ct, st / ct))
+' "$lengths" "$clients"
