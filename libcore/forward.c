@@ -109,6 +109,7 @@ struct llm_ctx {
 
 	/* candidates (LLM_LOGITS_CANDS rows), logits_cap rows each */
 	bool cands_on;         /* the context gives candidates for such rows */
+	bool cands_sums;       /* ... and for those that want the sums too */
 	int cand_k;            /* candidates a row */
 	int8_t *row_state;     /* ROW_* of each logits row */
 	int *row_cand;         /* a candidates row's index in the arrays below */
@@ -250,11 +251,15 @@ int llm_ctx_new(struct llm_ctx **out, const struct llm_model *m,
 		int mode = p.cands;
 		if (env && *env)
 			mode = !strcmp(env, "on") ? 1 : !strcmp(env, "off") ? -1 : 0;
-		c->cands_on = c->be->ops->topk &&
-		              (mode > 0 || (mode == 0 && !c->be->ops->host_memory));
+		/* auto on the CPU: a row costs no copy there, but candidates
+		 * without the sums cost less than the full-row sampler (one
+		 * pass, no sort, no exp over the row); with the sums (two exp
+		 * passes) they do not */
+		c->cands_on = c->be->ops->topk && mode >= 0;
+		c->cands_sums = c->cands_on && (mode > 0 || !c->be->ops->host_memory);
 		c->cand_k = hp->n_vocab < LLM_CANDS_MAX ? hp->n_vocab : LLM_CANDS_MAX;
 		if (c->cand_k < 1)
-			c->cands_on = false;
+			c->cands_on = c->cands_sums = false;
 	}
 
 	/* every weight dtype must be computable on this backend */
@@ -788,7 +793,9 @@ static void finish_logits(struct llm_ctx *c, const struct llm_batch *b)
 		int r = c->out_row[i];
 		if (r < 0)
 			continue;
-		if (!(c->cands_on && is_cands(b->logits[i]))) {
+		bool cands = b->logits[i] == LLM_LOGITS_CANDS ? c->cands_on
+		             : b->logits[i] == LLM_LOGITS_CANDS_SUMS && c->cands_sums;
+		if (!cands) {
 			c->row_state[r] = ROW_HOST;
 			if (run_n && r == run0 + run_n) {
 				run_n++;

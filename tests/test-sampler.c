@@ -603,22 +603,24 @@ START_TEST(cands_mixed_batch)
 {
 	struct llm_model *m;
 	ck_assert_msg(llm_model_load(&m, model_path) == 0, "%s", llm_errmsg());
-	struct llm_ctx *cx[2];
-	for (int v = 0; v < 2; v++) {
+	/* full rows, candidates always, and the CPU's default: candidates
+	 * only for rows that do not want the sums */
+	struct llm_ctx *cx[3];
+	for (int v = 0; v < 3; v++) {
 		struct llm_ctx_params cp;
 		llm_ctx_params_default(&cp);
 		cp.n_threads = 2;
 		cp.n_ctx = 64;
 		cp.n_seq_max = 4;
-		cp.cands = v ? 1 : -1;
-		ck_assert_int_eq(llm_ctx_new(&cx[v], m, &cp), 0);
+		cp.cands = v - 1;
+		ck_assert_int_eq(llm_ctx_new(&cx[v == 0 ? 0 : v == 2 ? 1 : 2], m, &cp), 0);
 	}
 	int nv = m->hp.n_vocab;
 	/* modes of the 12 tokens of three sequences */
 	static const int8_t mode[12] = { 0, 1, 2, 3, 0, 2, 2, 1, 0, 0, 3, 1 };
 	struct llm_batch b;
 	ck_assert_int_eq(llm_batch_init(&b, 12), 0);
-	for (int v = 0; v < 2; v++) {
+	for (int v = 0; v < 3; v++) {
 		int seq[3];
 		for (int s = 0; s < 3; s++)
 			seq[s] = llm_kv_seq_new(llm_ctx_kv(cx[v]));
@@ -637,9 +639,10 @@ START_TEST(cands_mixed_batch)
 	ck_assert_int_eq(st.logits_bytes, 3 * nv * 4 + 5 * (64 * 8 + 24));
 	for (int i = 0; i < 12; i++) {
 		struct llm_cands c;
+		ck_assert(llm_ctx_cands(cx[2], i, &c) == (mode[i] == 2));
 		bool have = llm_ctx_cands(cx[1], i, &c);
 		ck_assert(have == (mode[i] >= 2));
-		ck_assert(!llm_ctx_cands(cx[0], i, &c) || !have);
+		ck_assert(!llm_ctx_cands(cx[0], i, &c));
 		if (have) {
 			int32_t ids[LLM_CANDS_MAX];
 			float vals[LLM_CANDS_MAX], mx;
@@ -668,8 +671,8 @@ START_TEST(cands_mixed_batch)
 	llm_batch_add_cands(&b, 1, 0, 0, 0.0f, false);
 	ck_assert_int_eq(llm_decode(cx[1], &b), LLM_EINVAL);
 	llm_batch_free(&b);
-	llm_ctx_free(cx[0]);
-	llm_ctx_free(cx[1]);
+	for (int v = 0; v < 3; v++)
+		llm_ctx_free(cx[v]);
 	llm_model_free(m);
 }
 END_TEST

@@ -538,9 +538,10 @@ static void cpu_topk(struct llm_backend *be, const float *logits, int n_vocab,
 {
 	struct topk_args a = { logits, n_vocab, k, rows, scale, sums, ids, vals, st };
 	LLM_ASSERT(k >= 1 && k <= LLM_TOPK_MAX && k <= n_vocab);
-	if (n == 1)
-		topk_task(&a, 0, 1, 0);
-	else if (n > 1)
+	/* small rows cost less than waking the pool */
+	if ((int64_t)n * n_vocab < 65536)
+		topk_task(&a, 0, n, 0);
+	else if (n > 0)
 		llm_pool_for(cpu_of(be)->pool, n, 1, topk_task, &a);
 }
 

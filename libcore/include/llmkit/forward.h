@@ -36,8 +36,9 @@ struct llm_kvcache;
  * (sampler.h, llm_cands: LLM_CANDS_MAX ids and logits and three numbers,
  * about 530 bytes, where a row is 4 * n_vocab); llm_ctx_row fetches the
  * whole row when the sampler needs it after all.  On a host-memory backend
- * (the CPU) the rows cost no copy, and a context gives full rows instead
- * unless told otherwise (llm_ctx_params.cands).
+ * (the CPU) the rows cost no copy; a context gives candidates there only
+ * where they cost less than the full-row sampler, unless told otherwise
+ * (llm_ctx_params.cands).
  */
 enum llm_logits_mode {
 	LLM_LOGITS_NONE = 0,
@@ -80,8 +81,10 @@ struct llm_ctx_params {
 	enum llm_dtype kv_type; /* LLM_F16 (default: half the memory and traffic)
 	                           or LLM_F32 */
 	int cands;            /* LLM_LOGITS_CANDS rows: 0 (default) candidates on
-	                         device backends, full rows on the CPU; 1
-	                         candidates on every backend; -1 full rows always.
+	                         device backends; on the CPU for the rows that
+	                         do not want the sums (cheaper there than the
+	                         full-row sampler), full rows for the others;
+	                         1 candidates always; -1 full rows always.
 	                         LLMKIT_CANDS=auto|on|off in the environment
 	                         overrides it (for measurements) */
 };
