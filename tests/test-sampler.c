@@ -604,7 +604,7 @@ START_TEST(cands_mixed_batch)
 	struct llm_model *m;
 	ck_assert_msg(llm_model_load(&m, model_path) == 0, "%s", llm_errmsg());
 	/* full rows, candidates always, and the CPU's default: candidates
-	 * only for rows that do not want the sums */
+	 * only for rows that do not want the sums, over a large vocabulary */
 	struct llm_ctx *cx[3];
 	for (int v = 0; v < 3; v++) {
 		struct llm_ctx_params cp;
@@ -639,7 +639,8 @@ START_TEST(cands_mixed_batch)
 	ck_assert_int_eq(st.logits_bytes, 3 * nv * 4 + 5 * (64 * 8 + 24));
 	for (int i = 0; i < 12; i++) {
 		struct llm_cands c;
-		ck_assert(llm_ctx_cands(cx[2], i, &c) == (mode[i] == 2));
+		/* (stories260K's 512 tokens are below the CPU's 8192) */
+		ck_assert(llm_ctx_cands(cx[2], i, &c) == (mode[i] == 2 && nv >= 8192));
 		bool have = llm_ctx_cands(cx[1], i, &c);
 		ck_assert(have == (mode[i] >= 2));
 		ck_assert(!llm_ctx_cands(cx[0], i, &c));

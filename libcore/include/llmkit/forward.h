@@ -81,9 +81,10 @@ struct llm_ctx_params {
 	enum llm_dtype kv_type; /* LLM_F16 (default: half the memory and traffic)
 	                           or LLM_F32 */
 	int cands;            /* LLM_LOGITS_CANDS rows: 0 (default) candidates on
-	                         device backends; on the CPU for the rows that
-	                         do not want the sums (cheaper there than the
-	                         full-row sampler), full rows for the others;
+	                         device backends; on the CPU, with a vocabulary
+	                         of 8192 or more, for the rows that do not want
+	                         the sums (cheaper there than the full-row
+	                         sampler), else full rows;
 	                         1 candidates always; -1 full rows always.
 	                         LLMKIT_CANDS=auto|on|off in the environment
 	                         overrides it (for measurements) */
