@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "llmkit/adapters.h"
+#include "llmkit/backend.h"
 #include "llmkit/error.h"
 #include "llmkit/lora.h"
 #include "llmkit/util.h"
@@ -32,7 +33,7 @@ struct entry {
 	bool unloading;
 	enum llm_adapter_state state;
 	struct llm_lora *lora;
-	uint64_t disk_bytes, mem_bytes;
+	uint64_t disk_bytes, mem_bytes, dev_bytes;
 	int users, pins;
 	uint64_t last_use;        /* LRU clock */
 	uint64_t queued_at;
@@ -51,6 +52,8 @@ struct llm_adapters {
 	uint64_t clock, qclock;
 	int n_resident, n_loading;   /* loading: queued or loading */
 	uint64_t mem, mem_loading;
+	bool device;              /* a device tier: the budget counts dev_mem */
+	uint64_t dev_mem;
 	uint64_t loads, evictions, hits, misses, load_failures;
 	bool stop;
 	pthread_t th;
@@ -117,7 +120,9 @@ static void evict(struct llm_adapters *ac, struct entry *en, bool count)
 	llm_lora_free(en->lora);
 	en->lora = NULL;
 	ac->mem -= en->mem_bytes;
+	ac->dev_mem -= en->dev_bytes;
 	en->mem_bytes = 0;
+	en->dev_bytes = 0;
 	en->state = LLM_ADAPTER_DISK;
 	ac->n_resident--;
 	if (count) {
@@ -130,8 +135,9 @@ static bool room_for(const struct llm_adapters *ac, uint64_t bytes)
 {
 	if (ac->p.max_active > 0 && ac->n_resident + ac->n_loading >= ac->p.max_active)
 		return false;
+	uint64_t mem = ac->device ? ac->dev_mem : ac->mem;
 	if (ac->p.max_mem > 0 && ac->n_resident + ac->n_loading > 0 &&
-	    ac->mem + ac->mem_loading + bytes > ac->p.max_mem)
+	    mem + ac->mem_loading + bytes > ac->p.max_mem)
 		return false;
 	return true;
 }
@@ -170,6 +176,54 @@ static void queue_load(struct llm_adapters *ac, struct entry *en)
 	ac->n_loading++;
 	ac->mem_loading += en->disk_bytes;
 	pthread_cond_broadcast(&ac->cv);
+}
+
+/* ---------------------------------------------------------------- device tier */
+
+/* Bytes of a's matrices (what the device tier places). */
+static uint64_t device_bytes(const struct llm_lora *a)
+{
+	uint64_t n = 0;
+	for (int i = 0; i < a->n_layer * LLM_LORA_N; i++) {
+		const struct llm_lora_mat *lm = &a->m[i];
+		if (lm->a)
+			n += ((uint64_t)lm->rank * lm->n_in + (uint64_t)lm->n_out * lm->rank) *
+			     sizeof(float);
+	}
+	return n;
+}
+
+/* Free a's device copies (unknown ones are ignored: a partial upload). */
+static void tier_drop(void *user, const char *name, struct llm_lora *a)
+{
+	struct llm_backend *be = user;
+	(void)name;
+	for (int i = 0; i < a->n_layer * LLM_LORA_N; i++) {
+		const struct llm_lora_mat *lm = &a->m[i];
+		if (lm->a) {
+			be->ops->forget(be, lm->a);
+			be->ops->forget(be, lm->b);
+		}
+	}
+}
+
+/* Place a's matrices on the device, where lora_seg finds them by address. */
+static int tier_upload(void *user, const char *name, struct llm_lora *a)
+{
+	struct llm_backend *be = user;
+	int rc = 0;
+	for (int i = 0; !rc && i < a->n_layer * LLM_LORA_N; i++) {
+		const struct llm_lora_mat *lm = &a->m[i];
+		if (!lm->a)
+			continue;
+		rc = be->ops->weight(be, lm->a, (size_t)lm->rank * lm->n_in * sizeof(float));
+		if (!rc)
+			rc = be->ops->weight(be, lm->b,
+			                     (size_t)lm->n_out * lm->rank * sizeof(float));
+	}
+	if (rc)
+		tier_drop(user, name, a);   /* the message (the backend's) stays */
+	return rc;
 }
 
 static void *loader_main(void *arg)
@@ -217,6 +271,8 @@ static void *loader_main(void *arg)
 		} else {
 			en->lora = a;
 			en->mem_bytes = (uint64_t)a->n_params * sizeof(float);
+			en->dev_bytes = ac->device ? device_bytes(a) : 0;
+			ac->dev_mem += en->dev_bytes;
 			en->st.rank = a->rank;
 			en->state = LLM_ADAPTER_RESIDENT;
 			en->last_use = ++ac->clock;
@@ -383,10 +439,23 @@ int llm_adapters_new(struct llm_adapters **out, const struct llm_model *m,
 	if (stat(p->dir, &sb) || !S_ISDIR(sb.st_mode) || !realpath(p->dir, buf))
 		return llm_error(LLM_EIO, "%s: not a directory (%s)", p->dir,
 		                 errno ? strerror(errno) : "not a directory");
+	bool tier = p->backend && !p->backend->ops->host_memory;
+	if (tier && (p->upload || p->drop))
+		return llm_error(LLM_EINVAL, "adapters: a backend and upload / drop "
+		                 "hooks both given");
+	if (tier && (!p->backend->ops->weight || !p->backend->ops->forget))
+		return llm_error(LLM_EUNSUPPORTED, "adapters: the %s backend cannot hold "
+		                 "adapters in its memory", p->backend->ops->name);
 	if (!(ac = calloc(1, sizeof(*ac))))
 		return llm_error(LLM_ENOMEM, "out of memory");
 	ac->m = m;
 	ac->p = *p;
+	if (tier) {
+		ac->p.upload = tier_upload;
+		ac->p.drop = tier_drop;
+		ac->p.tier_user = p->backend;
+		ac->device = true;
+	}
 	ac->dir = strdup(p->dir);
 	ac->real = strdup(buf);
 	pthread_mutex_init(&ac->mu, NULL);
@@ -701,6 +770,7 @@ int llm_adapters_list(struct llm_adapters *ac, struct llm_adapter_info **out,
 		x->unloading = en->unloading;
 		x->disk_bytes = en->disk_bytes;
 		x->mem_bytes = en->mem_bytes;
+		x->device_bytes = en->dev_bytes;
 		x->users = en->users;
 		x->pins = en->pins;
 	}
@@ -721,6 +791,8 @@ void llm_adapters_stats(struct llm_adapters *ac, struct llm_adapters_stats *s)
 	s->max_active = ac->p.max_active;
 	s->mem_bytes = ac->mem;
 	s->max_mem = ac->p.max_mem;
+	s->device_bytes = ac->dev_mem;
+	s->device = ac->device;
 	s->loads = ac->loads;
 	s->evictions = ac->evictions;
 	s->hits = ac->hits;

@@ -113,6 +113,11 @@ void llm_serve_adapters_metrics(struct llm_engine *eng, FILE *f)
 	fprintf(f, "# HELP llmkit_adapters_memory_bytes Bytes of resident adapter "
 	        "matrices.\n# TYPE llmkit_adapters_memory_bytes gauge\n"
 	        "llmkit_adapters_memory_bytes %" PRIu64 "\n", st.mem_bytes);
+	if (st.device)
+		fprintf(f, "# HELP llmkit_adapters_device_memory_bytes Bytes of resident "
+		        "adapter matrices on the device.\n# TYPE "
+		        "llmkit_adapters_device_memory_bytes gauge\n"
+		        "llmkit_adapters_device_memory_bytes %" PRIu64 "\n", st.device_bytes);
 	fprintf(f, "# HELP llmkit_adapter_loads_total Adapter loads, all adapters.\n"
 	        "# TYPE llmkit_adapter_loads_total counter\n"
 	        "llmkit_adapter_loads_total %" PRIu64 "\n", st.loads);
@@ -176,6 +181,8 @@ static json_t *info_json(const struct llm_adapter_info *a)
 	json_object_set_new(o, "unloading", json_boolean(a->unloading));
 	json_object_set_new(o, "disk_bytes", json_integer((json_int_t)a->disk_bytes));
 	json_object_set_new(o, "memory_bytes", json_integer((json_int_t)a->mem_bytes));
+	json_object_set_new(o, "device_memory_bytes",
+	                    json_integer((json_int_t)a->device_bytes));
 	if (a->rank)
 		json_object_set_new(o, "rank", json_integer(a->rank));
 	json_object_set_new(o, "requests_in_flight", json_integer(a->users));
@@ -267,7 +274,11 @@ static int list_reply(struct llm_adapters *ac, const char *one, char **json)
 	json_object_set_new(o, "loading", json_integer(st.loading));
 	json_object_set_new(o, "max_active", json_integer(st.max_active));
 	json_object_set_new(o, "memory_bytes", json_integer((json_int_t)st.mem_bytes));
+	json_object_set_new(o, "device_memory_bytes",
+	                    json_integer((json_int_t)st.device_bytes));
 	json_object_set_new(o, "max_memory_bytes", json_integer((json_int_t)st.max_mem));
+	/* what max_memory_bytes counts: the device copies with a device tier */
+	json_object_set_new(o, "memory_tier", json_string(st.device ? "device" : "host"));
 	json_object_set_new(o, "loads", json_integer((json_int_t)st.loads));
 	json_object_set_new(o, "evictions", json_integer((json_int_t)st.evictions));
 	json_object_set_new(o, "hits", json_integer((json_int_t)st.hits));

@@ -22,6 +22,15 @@
  * The output layer runs over rows in chunks (logits of a big vocabulary
  * for every token of a batch would not fit), each chunk's cross-entropy
  * gradient going straight back through the output matrix.
+ *
+ * Memory: parameters, gradients, moments and activations are the
+ * backend's (be->ops->alloc: host memory on the CPU, device memory on
+ * CUDA); the model's weights, token ids, targets, positions and document
+ * starts stay host memory (backend.h).  On a device backend the adapter
+ * (and its gradient and moments) has a host mirror, the adapter itself
+ * (t->lora, updated after every step), which checkpoints and the caller
+ * read; the loss values, the gradient's norm and clipping, and dropout's
+ * masks go through host copies.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -51,9 +60,11 @@ void llm_train_params_default(struct llm_train_params *p)
 	p->qat_type = -1;
 }
 
-/* One trained tensor: values, gradient, AdamW moments. */
+/* One trained tensor: values, gradient, AdamW moments (backend memory),
+ * and their host mirrors (the same pointers on a host-memory backend). */
 struct tparam {
 	float *p, *g, *m, *v;
+	float *hp, *hg, *hm, *hv;
 	int64_t n;
 	bool decay;
 	const void *key;      /* weight data pointer (full training) */
@@ -88,6 +99,11 @@ struct llm_trainer {
 	float *dx, *dtmp, *dq, *dk, *dv, *datt, *dh, *dg, *du, *dxn;
 	float *drop, *drop2, *dt, *logits, *loss;
 	int32_t *pos;
+	bool dev;                      /* device backend (not host memory) */
+	float *hloss;                  /* host copy of loss (dev), else loss */
+	float *hdrop, *hdrop2;         /* dev with dropout: host copies */
+	float *zeros;                  /* dev: zeros to clear buffers with */
+	int64_t n_zeros;
 	/* QAT: fake-quantized merged weights, per matrix */
 	float *qat_w;
 	struct llm_tensor qat_t;
@@ -109,6 +125,41 @@ static float *fa(size_t n)
 	if (p)
 		memset(p, 0, (n ? n : 1) * sizeof(float));
 	return p;
+}
+
+/* n zeroed floats of the backend's memory (NULL when out of memory). */
+static float *ba(const struct llm_trainer *t, size_t n)
+{
+	size_t bytes = (n ? n : 1) * sizeof(float);
+	float *p = t->be->ops->alloc(t->be, bytes);
+	if (p && t->be->ops->host_memory)
+		memset(p, 0, bytes);   /* device allocations come zeroed */
+	return p;
+}
+
+static void bfree(const struct llm_trainer *t, void *p)
+{
+	if (p)
+		t->be->ops->dealloc(t->be, p);
+}
+
+/* p[0..n) = 0 in backend memory. */
+static void bzero_(struct llm_trainer *t, float *p, int64_t n)
+{
+	if (!t->dev) {
+		memset(p, 0, (size_t)n * sizeof(float));
+		return;
+	}
+	for (int64_t i = 0; i < n; i += t->n_zeros) {
+		int64_t c = n - i < t->n_zeros ? n - i : t->n_zeros;
+		t->op->copy(t->be, p + i, t->zeros, (size_t)c * sizeof(float));
+	}
+}
+
+/* The device backend's first failure, or 0. */
+static int be_status(const struct llm_trainer *t)
+{
+	return t->op->status ? t->op->status(t->be) : 0;
 }
 
 static int q_dim(const struct llm_hparams *hp) { return hp->n_head * hp->head_dim; }
@@ -143,18 +194,18 @@ static int acts_alloc(struct acts *a, const struct llm_trainer *t, int il,
 	const struct llm_hparams *hp = &t->fm.hp;
 	int64_t n = t->n_rows;
 	if (with_x)
-		a->x = fa(n * hp->n_embd);
-	a->xn1 = fa(n * hp->n_embd);
-	a->q = fa(n * q_dim(hp));
-	a->k = fa(n * kv_dim(hp));
-	a->v = fa(n * kv_dim(hp));
-	a->att = fa(n * q_dim(hp));
-	a->lse = fa(n * hp->n_head);
-	a->x2 = fa(n * hp->n_embd);
-	a->xn2 = fa(n * hp->n_embd);
-	a->g = fa(n * hp->n_ff);
-	a->u = fa(n * hp->n_ff);
-	a->h = fa(n * hp->n_ff);
+		a->x = ba(t, n * hp->n_embd);
+	a->xn1 = ba(t, n * hp->n_embd);
+	a->q = ba(t, n * q_dim(hp));
+	a->k = ba(t, n * kv_dim(hp));
+	a->v = ba(t, n * kv_dim(hp));
+	a->att = ba(t, n * q_dim(hp));
+	a->lse = ba(t, n * hp->n_head);
+	a->x2 = ba(t, n * hp->n_embd);
+	a->xn2 = ba(t, n * hp->n_embd);
+	a->g = ba(t, n * hp->n_ff);
+	a->u = ba(t, n * hp->n_ff);
+	a->h = ba(t, n * hp->n_ff);
 	if ((with_x && !a->x) || !a->xn1 || !a->q || !a->k || !a->v || !a->att ||
 	    !a->lse || !a->x2 || !a->xn2 || !a->g || !a->u || !a->h)
 		return LLM_ENOMEM;
@@ -167,28 +218,28 @@ static int acts_alloc(struct acts *a, const struct llm_trainer *t, int il,
 				if (lora_rank(t, l, k) > r)
 					r = lora_rank(t, l, k);
 		}
-		if (r && !(a->lt[k] = fa(n * r)))
+		if (r && !(a->lt[k] = ba(t, n * r)))
 			return LLM_ENOMEM;
 	}
 	return 0;
 }
 
-static void acts_free(struct acts *a)
+static void acts_free(const struct llm_trainer *t, struct acts *a)
 {
-	free(a->x);
-	free(a->xn1);
-	free(a->q);
-	free(a->k);
-	free(a->v);
-	free(a->att);
-	free(a->lse);
-	free(a->x2);
-	free(a->xn2);
-	free(a->g);
-	free(a->u);
-	free(a->h);
+	bfree(t, a->x);
+	bfree(t, a->xn1);
+	bfree(t, a->q);
+	bfree(t, a->k);
+	bfree(t, a->v);
+	bfree(t, a->att);
+	bfree(t, a->lse);
+	bfree(t, a->x2);
+	bfree(t, a->xn2);
+	bfree(t, a->g);
+	bfree(t, a->u);
+	bfree(t, a->h);
 	for (int k = 0; k < LLM_LORA_N; k++)
-		free(a->lt[k]);
+		bfree(t, a->lt[k]);
 }
 
 /* Full training: an f32 copy of a weight, registered as a parameter. */
@@ -230,7 +281,7 @@ static int setup_full(struct llm_trainer *t)
 			total += llm_tensor_nelements(llm_lora_base_weight(m, il, k));
 	}
 	t->params = calloc(nt, sizeof(*t->params));
-	t->full_mem = fa(4 * (size_t)total);
+	t->full_mem = ba(t, 4 * (size_t)total);
 	if (!t->params || !t->full_mem)
 		return llm_error(LLM_ENOMEM, "out of memory for %lld trained weights",
 		                 (long long)total);
@@ -268,6 +319,11 @@ static int setup_full(struct llm_trainer *t)
 		struct tparam *tp = &t->params[i];
 		tp->v = mem;
 		mem += tp->n;
+		/* the CPU only (llm_trainer_new): host memory */
+		tp->hp = tp->p;
+		tp->hg = tp->g;
+		tp->hm = tp->m;
+		tp->hv = tp->v;
 	}
 	return 0;
 }
@@ -304,9 +360,32 @@ static int setup_lora(struct llm_trainer *t)
 	t->params = calloc(1, sizeof(*t->params));
 	if (!t->params)
 		return llm_error(LLM_ENOMEM, "out of memory");
-	t->params[0] = (struct tparam){ t->lora->mem, t->lgrad->mem, t->lm->mem,
-	                                t->lv->mem, t->lora->n_params, true, NULL };
+	struct tparam *tp = &t->params[0];
+	*tp = (struct tparam){ t->lora->mem, t->lgrad->mem, t->lm->mem, t->lv->mem,
+	                       t->lora->mem, t->lgrad->mem, t->lm->mem, t->lv->mem,
+	                       t->lora->n_params, true, NULL };
 	t->n_params = 1;
+	if (t->dev) {
+		/* the device copies; the adapters' own memory is the host mirror */
+		tp->p = ba(t, tp->n);
+		tp->g = ba(t, tp->n);
+		tp->m = ba(t, tp->n);
+		tp->v = ba(t, tp->n);
+		if (!tp->p || !tp->g || !tp->m || !tp->v) {
+			bfree(t, tp->p);
+			bfree(t, tp->g);
+			bfree(t, tp->m);
+			bfree(t, tp->v);
+			tp->p = tp->g = tp->m = tp->v = NULL;
+			return llm_error(LLM_ENOMEM, "device %s: out of memory for the "
+			                 "adapter's %lld parameters", t->op->name,
+			                 (long long)tp->n);
+		}
+		t->op->upload(t->be, tp->p, tp->hp, (size_t)tp->n * sizeof(float));
+		t->op->upload(t->be, tp->m, tp->hm, (size_t)tp->n * sizeof(float));
+		t->op->upload(t->be, tp->v, tp->hv, (size_t)tp->n * sizeof(float));
+		return be_status(t);
+	}
 	return 0;
 }
 
@@ -344,9 +423,30 @@ int llm_trainer_new(struct llm_trainer **out, const struct llm_model *m,
 	}
 	memcpy(t->layers, m->layers, hp->n_layer * sizeof(*t->layers));
 	t->fm.layers = t->layers;
-	if ((rc = llm_backend_init(&t->be, "cpu", p->n_threads)))
+	if (p->backend)
+		t->be = p->backend;
+	else if ((rc = llm_backend_init(&t->be, p->device ? p->device : "cpu",
+	                                p->n_threads)))
 		goto fail;
 	t->op = t->be->ops;
+	t->dev = !t->op->host_memory;
+	if (t->dev) {
+		const struct llm_backend_ops *o = t->op;
+		if (p->full || p->qat_type >= 0) {
+			rc = llm_error(LLM_EUNSUPPORTED, "device %s: %s training runs on "
+			               "the CPU only", t->op->name,
+			               p->full ? "full" : "quantization-aware");
+			goto fail;
+		}
+		if (!o->gemm || !o->matmul_train || !o->matmul_bwd || !o->rmsnorm_bwd ||
+		    !o->rope_bwd || !o->attn_train || !o->attn_train_bwd ||
+		    !o->swiglu_fwd || !o->swiglu_bwd || !o->cross_entropy || !o->adamw ||
+		    !o->status) {
+			rc = llm_error(LLM_EUNSUPPORTED, "device %s: the backend has no "
+			               "training ops", t->op->name);
+			goto fail;
+		}
+	}
 	for (int il = 0; il < hp->n_layer; il++)
 		for (int k = 0; k < LLM_LORA_N; k++) {
 			const struct llm_tensor *w = llm_lora_base_weight(m, il, k);
@@ -376,7 +476,7 @@ int llm_trainer_new(struct llm_trainer **out, const struct llm_model *m,
 			goto fail;
 		}
 	for (int il = 0; il < hp->n_layer; il++) {
-		t->xs[il] = p->recompute ? fa(n * hp->n_embd) : t->a[il].x;
+		t->xs[il] = p->recompute ? ba(t, n * hp->n_embd) : t->a[il].x;
 		if (!t->xs[il]) {
 			rc = llm_error(LLM_ENOMEM, "out of memory");
 			goto fail;
@@ -386,26 +486,38 @@ int llm_trainer_new(struct llm_trainer **out, const struct llm_model *m,
 	if (wide < hp->n_embd)
 		wide = hp->n_embd;
 	int max_rank = t->lora ? t->lora->rank : 1;
-	t->xl = fa(n * hp->n_embd);
+	t->xl = ba(t, n * hp->n_embd);
 	t->xs[hp->n_layer] = t->xl;
-	t->xf = fa(n * hp->n_embd);
-	t->dx = fa(n * hp->n_embd);
-	t->dtmp = fa(n * hp->n_embd);
-	t->dq = fa(n * q_dim(hp));
-	t->dk = fa(n * kv_dim(hp));
-	t->dv = fa(n * kv_dim(hp));
-	t->datt = fa(n * q_dim(hp));
-	t->dh = fa(n * hp->n_ff);
-	t->dg = fa(n * hp->n_ff);
-	t->du = fa(n * hp->n_ff);
-	t->dxn = fa(n * hp->n_embd);
-	t->drop = fa(n * wide);
-	t->drop2 = p->dropout > 0 ? fa(n * wide) : NULL;
-	t->dt = fa(n * (max_rank > 0 ? max_rank : 1));
-	t->logits = fa((size_t)LOGIT_CHUNK * hp->n_vocab);
-	t->loss = fa(n);
+	t->xf = ba(t, n * hp->n_embd);
+	t->dx = ba(t, n * hp->n_embd);
+	t->dtmp = ba(t, n * hp->n_embd);
+	t->dq = ba(t, n * q_dim(hp));
+	t->dk = ba(t, n * kv_dim(hp));
+	t->dv = ba(t, n * kv_dim(hp));
+	t->datt = ba(t, n * q_dim(hp));
+	t->dh = ba(t, n * hp->n_ff);
+	t->dg = ba(t, n * hp->n_ff);
+	t->du = ba(t, n * hp->n_ff);
+	t->dxn = ba(t, n * hp->n_embd);
+	t->drop = ba(t, n * wide);
+	t->drop2 = p->dropout > 0 ? ba(t, n * wide) : NULL;
+	t->dt = ba(t, n * (max_rank > 0 ? max_rank : 1));
+	t->logits = ba(t, (size_t)LOGIT_CHUNK * hp->n_vocab);
+	t->loss = ba(t, n);
 	t->pos = malloc(n * sizeof(int32_t));
-	if (!t->xl || !t->xf || !t->dx || !t->dtmp || !t->dq || !t->dk || !t->dv ||
+	t->hloss = t->dev ? fa(n) : t->loss;
+	if (t->dev) {
+		t->n_zeros = n * hp->n_embd;
+		t->zeros = ba(t, t->n_zeros);
+		if (p->dropout > 0) {
+			t->hdrop = fa(n * wide);
+			t->hdrop2 = fa(n * wide);
+		}
+	}
+	bool dev_ok = !t->dev || (t->zeros && (p->dropout <= 0 ||
+	                                        (t->hdrop && t->hdrop2)));
+	if (!dev_ok || !t->hloss ||
+	    !t->xl || !t->xf || !t->dx || !t->dtmp || !t->dq || !t->dk || !t->dv ||
 	    !t->datt || !t->dh || !t->dg || !t->du || !t->dxn || !t->drop ||
 	    (p->dropout > 0 && !t->drop2) || !t->dt ||
 	    !t->logits || !t->loss || !t->pos) {
@@ -425,6 +537,8 @@ int llm_trainer_new(struct llm_trainer **out, const struct llm_model *m,
 			goto fail;
 		}
 	}
+	if ((rc = be_status(t)))
+		goto fail;
 	*out = t;
 	return 0;
 fail:
@@ -437,46 +551,53 @@ void llm_trainer_free(struct llm_trainer *t)
 	if (!t)
 		return;
 	int nl = t->p.recompute ? 1 : t->fm.hp.n_layer;
-	if (t->a)
-		for (int il = 0; il < nl; il++)
-			acts_free(&t->a[il]);
-	if (t->xs && t->p.recompute)
-		for (int il = 0; il < t->fm.hp.n_layer; il++)
-			free(t->xs[il]);
+	if (t->be) {   /* the backend's memory, while there is a backend */
+		if (t->a)
+			for (int il = 0; il < nl; il++)
+				acts_free(t, &t->a[il]);
+		if (t->xs && t->p.recompute)
+			for (int il = 0; il < t->fm.hp.n_layer; il++)
+				bfree(t, t->xs[il]);
+		float *bufs[] = { t->xl, t->xf, t->dx, t->dtmp, t->dq, t->dk, t->dv,
+		                  t->datt, t->dh, t->dg, t->du, t->dxn, t->drop,
+		                  t->drop2, t->dt, t->logits, t->loss, t->zeros,
+		                  t->full_mem };
+		for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
+			bfree(t, bufs[i]);
+		if (t->dev && t->params && t->n_params == 1 && !t->p.full) {
+			bfree(t, t->params[0].p);
+			bfree(t, t->params[0].g);
+			bfree(t, t->params[0].m);
+			bfree(t, t->params[0].v);
+		}
+	}
 	free(t->a);
 	free(t->xs);
-	free(t->xl);
-	free(t->xf);
-	free(t->dx);
-	free(t->dtmp);
-	free(t->dq);
-	free(t->dk);
-	free(t->dv);
-	free(t->datt);
-	free(t->dh);
-	free(t->dg);
-	free(t->du);
-	free(t->dxn);
-	free(t->drop);
-	free(t->drop2);
-	free(t->dt);
-	free(t->logits);
-	free(t->loss);
+	if (t->dev)
+		free(t->hloss);
+	free(t->hdrop);
+	free(t->hdrop2);
 	free(t->pos);
 	free(t->qat_w);
 	llm_lora_free(t->lgrad);
 	llm_lora_free(t->lm);
 	llm_lora_free(t->lv);
 	free(t->params);
-	free(t->full_mem);
 	free(t->layers);
-	if (t->be)
+	if (t->be && !t->p.backend)
 		llm_backend_free(t->be);
 	free(t);
 }
 
 int64_t llm_trainer_steps(const struct llm_trainer *t) { return t->step; }
-const struct llm_lora *llm_trainer_lora_grad(const struct llm_trainer *t) { return t->lgrad; }
+const struct llm_lora *llm_trainer_lora_grad(const struct llm_trainer *t)
+{
+	if (t->dev && t->lgrad) {
+		const struct tparam *tp = &t->params[0];
+		t->op->download(t->be, tp->hg, tp->g, (size_t)tp->n * sizeof(float));
+	}
+	return t->lgrad;
+}
 const struct llm_model *llm_trainer_model(const struct llm_trainer *t) { return &t->fm; }
 
 static struct tparam *param_of(const struct llm_trainer *t, const void *data)
@@ -497,7 +618,15 @@ const float *llm_trainer_weight_grad(const struct llm_trainer *t,
 void llm_trainer_zero_grad(struct llm_trainer *t)
 {
 	for (int i = 0; i < t->n_params; i++)
-		memset(t->params[i].g, 0, t->params[i].n * sizeof(float));
+		bzero_(t, t->params[i].g, t->params[i].n);
+}
+
+/* The backend copy of an A or B matrix of the adapter (grad: of the
+ * gradient adapter), given its host address (the same on the CPU). */
+static float *lora_dev(const struct llm_trainer *t, const float *host, bool grad)
+{
+	const struct tparam *tp = &t->params[0];
+	return grad ? tp->g + (host - tp->hg) : tp->p + (host - tp->hp);
 }
 
 /* ---------------------------------------------------------------- forward */
@@ -532,6 +661,14 @@ static const float *lora_input(struct llm_trainer *t, const struct pass *ps,
 {
 	if (!ps->train || t->p.dropout <= 0)
 		return x;
+	if (t->dev) {
+		/* the mask is made on the host: x there and back */
+		size_t bytes = (size_t)ps->n * n_in * sizeof(float);
+		t->op->download(t->be, t->hdrop, x, bytes);
+		drop_fill(t, ps, il, k, t->hdrop, t->hdrop, n_in);
+		t->op->upload(t->be, t->drop, t->hdrop, bytes);
+		return t->drop;
+	}
 	drop_fill(t, ps, il, k, x, t->drop, n_in);
 	return t->drop;
 }
@@ -589,9 +726,10 @@ static void proj_fwd(struct llm_trainer *t, const struct pass *ps, int il, int k
 		return;
 	const float *xd = lora_input(t, ps, il, k, x, n_in);
 	t->op->gemm(t->be, LLM_GEMM_N, LLM_GEMM_T, ps->n, lm->rank, n_in, 1.0f, xd,
-	            n_in, lm->a, n_in, 0.0f, lt, lm->rank);
+	            n_in, lora_dev(t, lm->a, false), n_in, 0.0f, lt, lm->rank);
 	t->op->gemm(t->be, LLM_GEMM_N, LLM_GEMM_T, ps->n, n_out, lm->rank,
-	            t->lora->scale, lt, lm->rank, lm->b, lm->rank, 1.0f, y, n_out);
+	            t->lora->scale, lt, lm->rank, lora_dev(t, lm->b, false), lm->rank,
+	            1.0f, y, n_out);
 }
 
 static void layer_fwd(struct llm_trainer *t, const struct pass *ps, int il,
@@ -661,20 +799,35 @@ static void proj_bwd(struct llm_trainer *t, const struct pass *ps, int il, int k
 	const struct llm_lora_mat *gm = llm_lora_mat(t->lgrad, il, k);
 	int r = lm->rank;
 	float s = t->lora->scale;
+	const float *A = lora_dev(t, lm->a, false), *B = lora_dev(t, lm->b, false);
+	float *gA = lora_dev(t, gm->a, true), *gB = lora_dev(t, gm->b, true);
 	/* dt = s dy B ; dB += s dy^T lt ; dA += dt^T drop(x) ; dx += drop'(dt A) */
-	t->op->gemm(be, LLM_GEMM_N, LLM_GEMM_N, n, r, n_out, s, dy, n_out, lm->b, r,
+	t->op->gemm(be, LLM_GEMM_N, LLM_GEMM_N, n, r, n_out, s, dy, n_out, B, r,
 	            0.0f, t->dt, r);
 	t->op->gemm(be, LLM_GEMM_T, LLM_GEMM_N, n_out, r, n, s, dy, n_out, lt, r,
-	            1.0f, gm->b, r);
+	            1.0f, gB, r);
 	const float *xd = lora_input(t, ps, il, k, x, n_in);
 	t->op->gemm(be, LLM_GEMM_T, LLM_GEMM_N, r, n_in, n, 1.0f, t->dt, r, xd, n_in,
-	            1.0f, gm->a, n_in);
+	            1.0f, gA, n_in);
 	if (xd == x) {
-		t->op->gemm(be, LLM_GEMM_N, LLM_GEMM_N, n, n_in, r, 1.0f, t->dt, r, lm->a,
+		t->op->gemm(be, LLM_GEMM_N, LLM_GEMM_N, n, n_in, r, 1.0f, t->dt, r, A,
 		            n_in, 1.0f, dx, n_in);
+	} else if (t->dev) {
+		/* dx += (dt A) * mask, the mask on the host: drop_fill of dt A
+		 * gives each product (dt A)[i] * mask[i] as the CPU's loop does */
+		t->op->gemm(be, LLM_GEMM_N, LLM_GEMM_N, n, n_in, r, 1.0f, t->dt, r, A,
+		            n_in, 0.0f, t->drop2, n_in);
+		int64_t tot = (int64_t)n * n_in;
+		size_t bytes = (size_t)tot * sizeof(float);
+		t->op->download(be, t->hdrop2, t->drop2, bytes);
+		drop_fill(t, ps, il, k, t->hdrop2, t->hdrop2, n_in);
+		t->op->download(be, t->hdrop, dx, bytes);
+		for (int64_t i = 0; i < tot; i++)
+			t->hdrop[i] += t->hdrop2[i];
+		t->op->upload(be, dx, t->hdrop, bytes);
 	} else {
 		/* dx += (dt A) * mask */
-		t->op->gemm(be, LLM_GEMM_N, LLM_GEMM_N, n, n_in, r, 1.0f, t->dt, r, lm->a,
+		t->op->gemm(be, LLM_GEMM_N, LLM_GEMM_N, n, n_in, r, 1.0f, t->dt, r, A,
 		            n_in, 0.0f, t->drop2, n_in);
 		drop_fill(t, ps, il, k, NULL, t->drop, n_in);
 		int64_t tot = (int64_t)n * n_in;
@@ -780,15 +933,18 @@ static double head(struct llm_trainer *t, const struct pass *ps,
 			any |= targets[r0 + i] >= 0;
 		if (!any) {
 			if (grads)
-				memset(t->dxn + (int64_t)r0 * d, 0, (size_t)c * d * sizeof(float));
+				bzero_(t, t->dxn + (int64_t)r0 * d, (int64_t)c * d);
 			continue;
 		}
 		t->op->matmul_train(t->be, &t->fm.output, t->xf + (int64_t)r0 * d, t->logits, c);
 		t->op->cross_entropy(t->be, t->logits, targets + r0, c, nv, scale,
 		                     t->loss + r0);
+		if (t->dev)
+			t->op->download(t->be, t->hloss + r0, t->loss + r0,
+			                (size_t)c * sizeof(float));
 		for (int i = 0; i < c; i++)
 			if (targets[r0 + i] >= 0) {
-				nll += t->loss[r0 + i];
+				nll += t->hloss[r0 + i];
 				cnt++;
 			}
 		if (!grads)
@@ -819,7 +975,7 @@ int llm_trainer_backward(struct llm_trainer *t, const struct llm_train_batch *b,
 		*nll = l;
 
 	struct tparam *gon = t->p.full ? param_of(t, t->fm.output_norm.data) : NULL;
-	memset(t->dx, 0, (size_t)ps.n * d * sizeof(float));
+	bzero_(t, t->dx, (int64_t)ps.n * d);
 	t->op->rmsnorm_bwd(t->be, t->xl, t->fm.output_norm.data, t->dxn, t->dx,
 	                   gon ? gon->g : NULL, ps.n, d, hp->rms_eps);
 	for (int il = hp->n_layer - 1; il >= 0; il--) {
@@ -837,7 +993,7 @@ int llm_trainer_backward(struct llm_trainer *t, const struct llm_train_batch *b,
 				gr[j] += dr[j];
 		}
 	}
-	return 0;
+	return be_status(t);
 }
 
 int llm_trainer_eval(struct llm_trainer *t, const struct llm_train_batch *b,
@@ -849,14 +1005,21 @@ int llm_trainer_eval(struct llm_trainer *t, const struct llm_train_batch *b,
 		return rc;
 	run_layers(t, &ps, b);
 	*nll = head(t, &ps, b->targets, 0.0f, false, n_targets);
-	return 0;
+	return be_status(t);
 }
 
 int llm_trainer_update(struct llm_trainer *t, struct llm_train_stats *st)
 {
 	double ss = 0;
+	int rc;
+	/* the norm and the clipping on the host, in the CPU's order */
+	for (int i = 0; i < t->n_params && t->dev; i++)
+		t->op->download(t->be, t->params[i].hg, t->params[i].g,
+		                (size_t)t->params[i].n * sizeof(float));
+	if ((rc = be_status(t)))
+		return rc;
 	for (int i = 0; i < t->n_params; i++) {
-		const float *g = t->params[i].g;
+		const float *g = t->params[i].hg;
 		double s = 0;
 		for (int64_t j = 0; j < t->params[i].n; j++)
 			s += (double)g[j] * g[j];
@@ -869,9 +1032,13 @@ int llm_trainer_update(struct llm_trainer *t, struct llm_train_stats *st)
 	if (t->p.grad_clip > 0 && norm > t->p.grad_clip) {
 		/* as torch.nn.utils.clip_grad_norm_ */
 		float c = t->p.grad_clip / (norm + 1e-6f);
-		for (int i = 0; i < t->n_params; i++)
+		for (int i = 0; i < t->n_params; i++) {
 			for (int64_t j = 0; j < t->params[i].n; j++)
-				t->params[i].g[j] *= c;
+				t->params[i].hg[j] *= c;
+			if (t->dev)
+				t->op->upload(t->be, t->params[i].g, t->params[i].hg,
+				              (size_t)t->params[i].n * sizeof(float));
+		}
 	}
 	float lr = llm_train_lr(&t->p, t->step);
 	t->step++;
@@ -880,7 +1047,11 @@ int llm_trainer_update(struct llm_trainer *t, struct llm_train_stats *st)
 		t->op->adamw(t->be, tp->p, tp->g, tp->m, tp->v, tp->n, lr, t->p.beta1,
 		             t->p.beta2, t->p.eps, tp->decay ? t->p.weight_decay : 0.0f,
 		             t->step);
+		if (t->dev)   /* the adapter, updated in place (train.h) */
+			t->op->download(t->be, tp->hp, tp->p, (size_t)tp->n * sizeof(float));
 	}
+	if ((rc = be_status(t)))
+		return rc;
 	if (st) {
 		st->step = t->step;
 		st->lr = lr;
@@ -945,6 +1116,15 @@ int llm_trainer_save(const struct llm_trainer *t, const char *path,
 {
 	struct llm_ofile *o;
 	int rc;
+	for (int i = 0; i < t->n_params && t->dev; i++) {
+		const struct tparam *tp = &t->params[i];
+		size_t bytes = (size_t)tp->n * sizeof(float);
+		t->op->download(t->be, tp->hp, tp->p, bytes);
+		t->op->download(t->be, tp->hm, tp->m, bytes);
+		t->op->download(t->be, tp->hv, tp->v, bytes);
+	}
+	if ((rc = be_status(t)))
+		return rc;
 	if ((rc = llm_ofile_open(&o, path)))
 		return rc;
 	struct wr w = { o->f, 0xcbf29ce484222325ull, true };
@@ -958,9 +1138,9 @@ int llm_trainer_save(const struct llm_trainer *t, const char *path,
 	for (int i = 0; i < t->n_params; i++) {
 		const struct tparam *tp = &t->params[i];
 		wr(&w, &tp->n, 8);
-		wr(&w, tp->p, tp->n * sizeof(float));
-		wr(&w, tp->m, tp->n * sizeof(float));
-		wr(&w, tp->v, tp->n * sizeof(float));
+		wr(&w, tp->hp, tp->n * sizeof(float));
+		wr(&w, tp->hm, tp->n * sizeof(float));
+		wr(&w, tp->hv, tp->n * sizeof(float));
 	}
 	wr(&w, &ne, 8);
 	if (n_extra)
@@ -1013,9 +1193,9 @@ int llm_trainer_load(struct llm_trainer *t, const char *path, void **extra,
 		TAKE(&n, 8);
 		if (n != tp->n)
 			goto mismatch;
-		TAKE(tp->p, n * sizeof(float));
-		TAKE(tp->m, n * sizeof(float));
-		TAKE(tp->v, n * sizeof(float));
+		TAKE(tp->hp, n * sizeof(float));
+		TAKE(tp->hm, n * sizeof(float));
+		TAKE(tp->hv, n * sizeof(float));
 	}
 	TAKE(&ne, 8);
 	if (ne > size - off)
@@ -1033,7 +1213,14 @@ int llm_trainer_load(struct llm_trainer *t, const char *path, void **extra,
 	t->step = step;
 	t->micro = micro;
 	free(data);
-	return 0;
+	for (int i = 0; i < t->n_params && t->dev; i++) {
+		struct tparam *tp = &t->params[i];
+		size_t bytes = (size_t)tp->n * sizeof(float);
+		t->op->upload(t->be, tp->p, tp->hp, bytes);
+		t->op->upload(t->be, tp->m, tp->hm, bytes);
+		t->op->upload(t->be, tp->v, tp->hv, bytes);
+	}
+	return be_status(t);
 bad:
 	free(data);
 	return llm_error(LLM_EFORMAT, "%s: not a training checkpoint", path);

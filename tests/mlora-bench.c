@@ -199,6 +199,7 @@ static void run_mode(struct llm_ctx *ctx, const struct llm_tokenizer *tok,
 		llm_adapters_params_default(&ap);
 		ap.dir = dir;
 		ap.max_active = mode == M_ZIPF ? max_active : 0;
+		ap.backend = llm_ctx_backend(ctx);
 		if (llm_adapters_new(&ac, m, &ap))
 			die(dir);
 		struct llm_adapter_info *v;
@@ -355,6 +356,7 @@ int main(int argc, char **argv)
 	llm_adapters_params_default(&ap);
 	ap.dir = dir2;
 	ap.max_active = max_active;
+	ap.backend = llm_ctx_backend(ctx);
 	if (llm_adapters_new(&ac, m, &ap))
 		die(dir2);
 	struct llm_engine *e = new_engine(ctx, tok, ac);

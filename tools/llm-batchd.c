@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "llmkit/adapters.h"
+#include "llmkit/backend.h"
 #include "llmkit/chat.h"
 #include "llmkit/cli.h"
 #include "llmkit/error.h"
@@ -36,7 +37,7 @@ enum {
 	OPT_CHAT_TEMPLATE, OPT_DRAIN_TIMEOUT, OPT_PORT_FILE, OPT_MMAP, OPT_N_BATCH,
 	OPT_LIST_POLICIES,
 	OPT_ADAPTERS, OPT_MAX_ADAPTERS, OPT_ADAPTER_MEM, OPT_ADAPTER_WAIT,
-	OPT_PRELOAD,
+	OPT_PRELOAD, OPT_DEVICE,
 };
 
 static const struct llm_opt opts[] = {
@@ -111,6 +112,7 @@ static const struct llm_opt opts[] = {
 	{ 'c', "ctx-size", "N", "context per sequence (default: the model's, at most "
 	                        "4096)" },
 	{ 't', "threads", "N", "threads (default: all CPUs)" },
+	{ OPT_DEVICE, "device", LLM_CLI_DEVICE_ARG, LLM_CLI_DEVICE_HELP },
 	{ OPT_N_BATCH, "batch-tokens", "N", "most tokens per forward pass (default: "
 	                                    "max-batch + max-prefill-tokens)" },
 	{ OPT_MMAP, "mmap", NULL, "map the model instead of reading it into memory" },
@@ -140,6 +142,7 @@ static const struct llm_cli cli = {
 	"Examples:\n"
 	"  llm-batchd -m model.gguf --listen 127.0.0.1:8080 --policy hybrid\n"
 	"  llm-batchd -m model.gguf --offline < requests.jsonl > replies.jsonl\n"
+	"  llm-batchd -m model.gguf --device cuda --adapters adapters/\n"
 	"  curl localhost:8080/v1/completions -d '{\"prompt\": \"Once\", \"max_tokens\": 20}'",
 };
 
@@ -161,6 +164,7 @@ struct options {
 	int kv_block, n_ctx, threads, n_batch;
 	enum llm_dtype kv_type;
 	bool mmap, verbose;
+	const char *device;
 	const char *adapters;
 	struct llm_adapters_params ap;
 	bool preload;
@@ -300,6 +304,7 @@ static void parse_options(int argc, char **argv, struct options *o)
 		case OPT_N_BATCH: die_rc(llm_parse_int("--batch-tokens", arg, 1, 1 << 20,
 		                                       &o->n_batch)); break;
 		case OPT_MMAP: o->mmap = true; break;
+		case OPT_DEVICE: die_rc(llm_cli_device(arg, &o->device)); break;
 		case OPT_ADAPTERS: o->adapters = arg; break;
 		case OPT_PRELOAD: o->preload = true; break;
 		case OPT_MAX_ADAPTERS: die_rc(llm_parse_int("--max-active-adapters", arg, 0,
@@ -425,6 +430,7 @@ int main(int argc, char **argv)
 	struct llm_ctx_params cp;
 	llm_ctx_params_default(&cp);
 	cp.n_threads = o.threads;
+	cp.device = o.device;
 	cp.n_ctx = o.n_ctx;
 	cp.n_seq_max = o.ep.max_batch;
 	cp.n_batch = o.n_batch ? o.n_batch : o.ep.max_batch + o.ep.max_prefill_tokens;
@@ -439,6 +445,8 @@ int main(int argc, char **argv)
 		goto fail;
 	if (o.adapters) {
 		o.ap.dir = o.adapters;
+		/* on a GPU, resident adapters live in its memory too */
+		o.ap.backend = llm_ctx_backend(ctx);
 		if ((rc = llm_adapters_new(&ac, m, &o.ap)))
 			goto fail;
 		o.ep.adapters = ac;
@@ -464,9 +472,10 @@ int main(int argc, char **argv)
 	if ((rc = llm_serve_new(&s, e, &sp)) || (rc = llm_engine_start(e)))
 		goto fail;
 	if (o.verbose)
-		fprintf(stderr, "%s: %s: %d layers, dim %d, context %d, policy %s, max "
-		        "batch %d, chat template %s\n", prog, path, m->hp.n_layer,
-		        m->hp.n_embd, llm_ctx_n_ctx(ctx), o.policy, o.ep.max_batch,
+		fprintf(stderr, "%s: %s: %d layers, dim %d, context %d, on %s, policy %s, "
+		        "max batch %d, chat template %s\n", prog, path, m->hp.n_layer,
+		        m->hp.n_embd, llm_ctx_n_ctx(ctx),
+		        llm_ctx_backend(ctx)->ops->name, o.policy, o.ep.max_batch,
 		        llm_chat_template_name(tmpl == LLM_CHAT_UNKNOWN ? LLM_CHAT_CHATML
 		                                                        : tmpl));
 

@@ -1163,6 +1163,7 @@ int main(int argc, char **argv)
 		llm_adapters_params_default(&ap);
 		ap.dir = o.adapters;
 		ap.max_active = 0;
+		ap.backend = llm_ctx_backend(s.ctx);
 		if ((rc = llm_adapters_new(&s.adapters, s.m, &ap)))
 			goto fail;
 		for (int i = 0; i < n_items; i++) {

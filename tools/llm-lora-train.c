@@ -1,7 +1,8 @@
 /*
  * llm-lora-train - fine-tune a model on text or JSONL: a LoRA adapter on a
  * frozen base (any dtype the CPU computes with), or every weight (--full);
- * checkpoints, --resume, held-out evaluation.
+ * checkpoints, --resume, held-out evaluation; adapters also on a GPU
+ * (--device cuda).
  */
 #include <math.h>
 #include <signal.h>
@@ -27,7 +28,7 @@ enum {
 	OPT_CTX, OPT_ACCUM, OPT_SEED, OPT_FORMAT, OPT_FULL, OPT_QAT, OPT_RECOMPUTE,
 	OPT_INIT, OPT_CKPT_EVERY, OPT_CKPT, OPT_RESUME, OPT_CHAT_TEMPLATE,
 	OPT_SKIP_BAD, OPT_PROGRESS, OPT_LOG_EVERY, OPT_EVAL_ONLY, OPT_NO_SHUFFLE,
-	OPT_MMAP,
+	OPT_MMAP, OPT_DEVICE,
 };
 
 static const struct llm_opt opts[] = {
@@ -92,6 +93,8 @@ static const struct llm_opt opts[] = {
 	                                  "terminal)" },
 	{ 'q', "quiet", NULL, "no progress output" },
 	{ 't', "threads", "N", "threads (default: all CPUs)" },
+	{ OPT_DEVICE, "device", LLM_CLI_DEVICE_ARG, LLM_CLI_DEVICE_HELP
+	                                            " (cuda: LoRA adapters only)" },
 	{ OPT_MMAP, "mmap", NULL, "map the model file instead of reading it" },
 	{ 0 }
 };
@@ -200,6 +203,7 @@ int main(int argc, char **argv)
 	float alpha = -1, dropout = 0, lr = -1, min_lr = 0.1f, wd = 0, clip = 1;
 	int64_t warmup = 0, seed = 42;
 	bool rslora = false, full = false, resume = false, skip_bad = false;
+	const char *device = NULL;
 	bool quiet = false, eval_only = false, shuffle = true, use_mmap = false;
 	int progress = -1, n_threads = 0, qat = -1, recompute = 0;
 	char model_buf[4096], ckpt_buf[4096];
@@ -258,6 +262,7 @@ int main(int argc, char **argv)
 		case 'q': quiet = true; break;
 		case 't': e = llm_parse_int("--threads", arg, 1, 1024, &n_threads); break;
 		case OPT_MMAP: use_mmap = true; break;
+		case OPT_DEVICE: e = llm_cli_device(arg, &device); break;
 		default: llm_cli_usage_error(&cli, "unexpected option");
 		}
 		if (e)
@@ -276,6 +281,9 @@ int main(int argc, char **argv)
 		llm_cli_usage_error(&cli, "give --eval-data or --eval-split, not both");
 	if (steps && epochs > 0)
 		llm_cli_usage_error(&cli, "give --steps or --epochs, not both");
+	if (device && strcmp(device, "cpu") && (full || qat >= 0))
+		llm_cli_usage_error(&cli, "--device %s trains adapters: --full and --qat "
+		                    "run on the CPU", device);
 	if (full && (init || !strcmp(fmt, "gguf") || dropout > 0))
 		llm_cli_usage_error(&cli, "--full trains the model itself: --init, "
 		                    "--format and --dropout are for adapters");
@@ -333,6 +341,7 @@ int main(int argc, char **argv)
 	struct llm_train_params tp;
 	llm_train_params_default(&tp);
 	tp.n_threads = n_threads;
+	tp.device = device;
 	tp.seq_len = ctx - 1 > 0 ? ctx - 1 : 1;
 	tp.max_seqs = batch;
 	tp.lr = lr;

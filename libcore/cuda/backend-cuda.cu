@@ -27,6 +27,7 @@
  * weight's type, quantized weights dequantized to halves a tile of rows at
  * a time.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,7 +130,13 @@ struct staged {
 	bool pending;
 };
 
-enum { ST_IDS, ST_POS, ST_SLOTS, ST_TABLE, ST_TOPK, ST_COUNT };
+/* LoRA descriptors rotate through LORA_RING roles: a call waits only for
+ * the upload of the call LORA_RING calls before to have left its pinned
+ * buffer, not for the one just before (the GPU may still be behind). */
+#define LORA_RING 64
+enum { ST_IDS, ST_POS, ST_SLOTS, ST_TABLE, ST_TOPK,
+       ST_START, ST_TARGETS,   /* training: attention starts, loss targets */
+       ST_LORA0, ST_COUNT = ST_LORA0 + LORA_RING };
 
 struct cuda {
 	int device;
@@ -140,6 +147,9 @@ struct cuda {
 
 	struct wentry *w;      /* open addressing, cap_w a power of two */
 	size_t n_w, cap_w;
+	/* the table is shared with the threads that place adapters ahead of
+	 * time (ops->weight) and forget them (ops->forget) */
+	pthread_mutex_t wmu;
 
 	struct staged st[ST_COUNT];
 	int32_t *table_host;   /* attention table being built */
@@ -159,11 +169,43 @@ struct cuda {
 	size_t topk_dev_n;
 	void *topk_host;
 	size_t topk_host_n;
+
+	/* lora_seg (host bookkeeping, then one staged upload per call) */
+	unsigned char *lora_buf;     /* descriptors | items | rows being built */
+	size_t lora_buf_cap;
+	uint32_t *lora_stamp;        /* per row: the pass that last wrote it */
+	size_t lora_stamp_n;
+	uint32_t lora_pass;
+	int *lora_pass_end;          /* items where each pass ends */
+	int lora_pass_cap;
+	int lora_ring;               /* the next ring role */
+	void *lora_t;                /* intermediates (device) */
+	size_t lora_t_n;
+
+	/* training (kernels-train.cu) */
+	void *ftile;           /* weight rows dequantized to f32 */
+	size_t ftile_n;
+	void *iota;            /* int32 0, 1, ... TRAIN_TILE_MAX - 1 */
+	size_t iota_n;
+	void *tscr;            /* scratch of the backward ops */
+	size_t tscr_n;
 };
+
+/* The backend of be, its GPU made the calling thread's current device
+ * (the engine and the adapter loader are threads of their own, and CUDA's
+ * current device is per thread: cuda:1 would otherwise launch on GPU 0). */
+static thread_local int bound_device = -1;
 
 static struct cuda *cuda_of(struct llm_backend *be)
 {
-	return (struct cuda *)be->impl;
+	struct cuda *c = (struct cuda *)be->impl;
+	if (c && c->device != bound_device) {
+		if (cudaSetDevice(c->device) == cudaSuccess)
+			bound_device = c->device;
+		else
+			(void)cudaGetLastError();   /* the next CUDA call reports it */
+	}
+	return c;
 }
 
 /* ---------------------------------------------------------------- errors */
@@ -362,10 +404,8 @@ static bool weights_grow(struct cuda *c)
 {
 	size_t cap = c->cap_w ? 2 * c->cap_w : 256;
 	struct wentry *w = (struct wentry *)calloc(cap, sizeof(*w));
-	if (!w) {
-		fail(c, LLM_ENOMEM, "cuda: out of host memory for the weight table");
-		return false;
-	}
+	if (!w)
+		return false;     /* the caller says why */
 	for (size_t i = 0; i < c->cap_w; i++) {
 		if (!c->w[i].host)
 			continue;
@@ -380,14 +420,17 @@ static bool weights_grow(struct cuda *c)
 	return true;
 }
 
-/* The device copy of bytes of host weights at host, made on first use;
- * NULL (recorded) when it cannot be made. */
-static const void *weight(struct cuda *c, const void *host, size_t bytes)
+/*
+ * The device copy of bytes of host weights at host, made on first use;
+ * NULL on failure with *code and msg set (nothing recorded: the callers
+ * decide whether a failure sticks).  Under wmu.
+ */
+static const void *weight_locked(struct cuda *c, const void *host, size_t bytes,
+                                 int *code, char *msg, size_t msz)
 {
-	if (c->status)
-		return NULL;
 	if (!host) {
-		fail(c, LLM_EINVAL, "cuda: a weight has no data");
+		*code = LLM_EINVAL;
+		snprintf(msg, msz, "cuda: a weight has no data");
 		return NULL;
 	}
 	if (c->cap_w) {
@@ -396,13 +439,17 @@ static const void *weight(struct cuda *c, const void *host, size_t bytes)
 			if (c->w[j].host == host) {
 				if (c->w[j].bytes >= bytes)
 					return c->w[j].dev;
-				fail(c, LLM_EINVAL, "cuda: weight at %p read as %zu bytes, "
-				     "uploaded as %zu", host, bytes, c->w[j].bytes);
+				*code = LLM_EINVAL;
+				snprintf(msg, msz, "cuda: weight at %p read as %zu bytes, "
+				         "uploaded as %zu", host, bytes, c->w[j].bytes);
 				return NULL;
 			}
 	}
-	if ((c->n_w + 1) * 2 > c->cap_w && !weights_grow(c))
+	if ((c->n_w + 1) * 2 > c->cap_w && !weights_grow(c)) {
+		*code = LLM_ENOMEM;
+		snprintf(msg, msz, "cuda: out of host memory for the weight table");
 		return NULL;
+	}
 	void *dev = NULL;
 	cudaError_t e = cudaMalloc(&dev, bytes ? bytes : 1);
 	if (e != cudaSuccess) {
@@ -412,16 +459,22 @@ static const void *weight(struct cuda *c, const void *host, size_t bytes)
 			(void)cudaGetLastError();
 			fr = tot = 0;
 		}
-		fail(c, code_of(e), "cuda: cannot place %zu MiB of weights on the device "
-		     "(%zu of %zu MiB free): %s", bytes >> 20, fr >> 20, tot >> 20,
-		     cudaGetErrorString(e));
+		*code = code_of(e);
+		snprintf(msg, msz, "cuda: cannot place %zu MiB of weights on the device "
+		         "(%zu of %zu MiB free): %s", bytes >> 20, fr >> 20, tot >> 20,
+		         cudaGetErrorString(e));
 		return NULL;
 	}
-	/* on the stream, so kernels queued after it see it; the model's pages
-	 * outlive the copy */
-	if (bytes && !OK(c, cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice,
-	                                    c->stream), "cudaMemcpyAsync (weights)")) {
+	/* on the stream, so kernels queued after it see it; the host pages
+	 * outlive the copy (the model's; an adapter's are freed only after
+	 * forget, which waits for the stream) */
+	if (bytes && (e = cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice,
+	                                  c->stream)) != cudaSuccess) {
+		(void)cudaGetLastError();
 		cudaFree(dev);
+		*code = code_of(e);
+		snprintf(msg, msz, "cuda: cudaMemcpyAsync (weights): %s",
+		         cudaGetErrorString(e));
 		return NULL;
 	}
 	size_t j = hash_ptr(host, c->cap_w);
@@ -434,12 +487,79 @@ static const void *weight(struct cuda *c, const void *host, size_t bytes)
 	return dev;
 }
 
+/* The device copy for an op: NULL (recorded) when it cannot be made. */
+static const void *weight(struct cuda *c, const void *host, size_t bytes)
+{
+	char msg[400];
+	int code = 0;
+	if (c->status)
+		return NULL;
+	pthread_mutex_lock(&c->wmu);
+	const void *d = weight_locked(c, host, bytes, &code, msg, sizeof(msg));
+	pthread_mutex_unlock(&c->wmu);
+	if (!d)
+		fail(c, code, "%s", msg);
+	return d;
+}
+
+/* Ahead of time (the context's weights, the adapter cache's device tier,
+ * on any thread): a failure is returned, not kept, so an adapter that
+ * does not fit fails its own load, not the backend. */
 static int cuda_weight(struct llm_backend *be, const void *host, size_t bytes)
 {
 	struct cuda *c = cuda_of(be);
-	if (!weight(c, host, bytes))
+	char msg[400];
+	int code = 0;
+	if (c->status)
 		return cuda_status(be);
-	return 0;
+	pthread_mutex_lock(&c->wmu);
+	const void *d = weight_locked(c, host, bytes, &code, msg, sizeof(msg));
+	pthread_mutex_unlock(&c->wmu);
+	return d ? 0 : llm_error(code, "%s", msg);
+}
+
+/*
+ * Free the device copy of the weights at host (backend.h): out of the
+ * table (backward-shift deletion keeps every probe chain whole), then,
+ * once the work queued on the stream is done (it may read the copy),
+ * cudaFree.  Any thread; unknown addresses are ignored.
+ */
+static void cuda_forget(struct llm_backend *be, const void *host)
+{
+	struct cuda *c = cuda_of(be);
+	void *dev = NULL;
+	if (!host)
+		return;
+	pthread_mutex_lock(&c->wmu);
+	if (c->cap_w) {
+		const size_t mask = c->cap_w - 1;
+		size_t i = hash_ptr(host, c->cap_w);
+		while (c->w[i].host && c->w[i].host != host)
+			i = (i + 1) & mask;
+		if (c->w[i].host) {
+			dev = c->w[i].dev;
+			/* the hole at i: pull back each later entry of the run whose
+			 * probe from its home slot k passes i (dist(k, j) >= dist(i, j)) */
+			for (size_t j = (i + 1) & mask; c->w[j].host; j = (j + 1) & mask) {
+				size_t k = hash_ptr(c->w[j].host, c->cap_w);
+				if (((j - k) & mask) >= ((j - i) & mask)) {
+					c->w[i] = c->w[j];
+					i = j;
+				}
+			}
+			c->w[i].host = NULL;
+			c->w[i].dev = NULL;
+			c->w[i].bytes = 0;
+			c->n_w--;
+		}
+	}
+	pthread_mutex_unlock(&c->wmu);
+	if (!dev)
+		return;
+	if (cudaStreamSynchronize(c->stream) != cudaSuccess)
+		(void)cudaGetLastError();   /* the device is gone: the ops report it */
+	if (cudaFree(dev) != cudaSuccess)
+		(void)cudaGetLastError();
 }
 
 static const void *tensor_dev(struct cuda *c, const struct llm_tensor *w)
@@ -882,6 +1002,534 @@ static void cuda_topk_op(struct llm_backend *be, const float *logits, int n_voca
 	memcpy(st, h + 2 * idv, (size_t)n * sizeof(struct llm_topk_stat));
 }
 
+/* ---------------------------------------------------------------- LoRA */
+
+/* A pass number no row's stamp holds yet. */
+static uint32_t lora_next_pass(struct cuda *c)
+{
+	if (++c->lora_pass == 0) {
+		/* wrapped: stamps of passes long gone would match again */
+		memset(c->lora_stamp, 0, c->lora_stamp_n * sizeof(uint32_t));
+		c->lora_pass = 1;
+	}
+	return c->lora_pass;
+}
+
+/* Host room: the build buffer, the row stamps (rows 0 .. max_row), the
+ * pass list; false (recorded) when out of memory. */
+static bool lora_room(struct cuda *c, size_t bytes, int64_t max_row, int n_pass)
+{
+	if (bytes > c->lora_buf_cap) {
+		size_t cap = bytes < 4096 ? 4096 : 2 * bytes;
+		unsigned char *b = (unsigned char *)realloc(c->lora_buf, cap);
+		if (!b)
+			goto oom;
+		c->lora_buf = b;
+		c->lora_buf_cap = cap;
+	}
+	if ((size_t)max_row + 1 > c->lora_stamp_n) {
+		size_t n = 2 * ((size_t)max_row + 1);
+		uint32_t *st = (uint32_t *)realloc(c->lora_stamp, n * sizeof(uint32_t));
+		if (!st)
+			goto oom;
+		memset(st + c->lora_stamp_n, 0, (n - c->lora_stamp_n) * sizeof(uint32_t));
+		c->lora_stamp = st;
+		c->lora_stamp_n = n;
+	}
+	if (n_pass > c->lora_pass_cap) {
+		int *pe = (int *)realloc(c->lora_pass_end, 2 * (size_t)n_pass * sizeof(int));
+		if (!pe)
+			goto oom;
+		c->lora_pass_end = pe;
+		c->lora_pass_cap = 2 * n_pass;
+	}
+	return true;
+oom:
+	fail(c, LLM_ENOMEM, "cuda: out of host memory for LoRA segments");
+	return false;
+}
+
+static inline int lora_row(const struct llm_lora_seg *g, int i)
+{
+	return g->rows ? g->rows[i] : g->t0 + i;
+}
+
+static inline bool lora_active(const struct llm_lora_seg *g)
+{
+	return g->n > 0 && g->rank > 0 && g->scale != 0;
+}
+
+/*
+ * y += the deltas of the segments (backend.h).  On the host: each active
+ * segment's matrices found or placed on the device by address (adapters
+ * are uploaded once), its intermediates given a place in t, its rows cut
+ * into work items; the segments cut into passes in the order given - a
+ * segment that writes a row an earlier segment of the pass writes starts
+ * the next pass (only contiguous segments may overlap, backend.h), as the
+ * CPU backend does.  Descriptors, items and rows lists go to the device in
+ * one staged upload; then one shrink and one expand launch per pass (one
+ * pass unless stacked adapters overlap).
+ */
+static void cuda_lora_seg(struct llm_backend *be, const float *x, float *y,
+                          int n_in, int n_out, const struct llm_lora_seg *segs,
+                          int n_segs)
+{
+	struct cuda *c = cuda_of(be);
+	if (c->status || n_segs < 1)
+		return;
+	if (n_in < 1 || n_out < 1) {
+		fail(c, LLM_EINVAL, "cuda: lora_seg of %d x %d", n_out, n_in);
+		return;
+	}
+
+	/* sizes, and the arguments checked */
+	int n_act = 0, max_rank = 0;
+	int64_t n_items = 0, n_rows = 0, n_t = 0, max_row = -1;
+	for (int s = 0; s < n_segs; s++) {
+		const struct llm_lora_seg *g = &segs[s];
+		if (!lora_active(g))
+			continue;
+		if (!g->a || !g->b) {
+			fail(c, LLM_EINVAL, "cuda: lora_seg: segment %d has no matrices", s);
+			return;
+		}
+		if (g->rank > CUDA_LORA_MAX_RANK) {
+			fail(c, LLM_EUNSUPPORTED, "cuda: LoRA rank %d (at most %d)", g->rank,
+			     CUDA_LORA_MAX_RANK);
+			return;
+		}
+		if (g->rows) {
+			for (int i = 0; i < g->n; i++) {
+				if (g->rows[i] < 0) {
+					fail(c, LLM_EINVAL, "cuda: lora_seg: row %d", g->rows[i]);
+					return;
+				}
+				max_row = g->rows[i] > max_row ? g->rows[i] : max_row;
+			}
+			n_rows += g->n;
+		} else {
+			if (g->t0 < 0 || (int64_t)g->t0 + g->n > INT32_MAX) {
+				fail(c, LLM_EINVAL, "cuda: lora_seg: rows %d + %d", g->t0, g->n);
+				return;
+			}
+			max_row = g->t0 + g->n - 1 > max_row ? g->t0 + g->n - 1 : max_row;
+		}
+		n_act++;
+		n_items += (g->n + CUDA_LORA_TOK - 1) / CUDA_LORA_TOK;
+		n_t += (int64_t)g->n * g->rank;
+		max_rank = g->rank > max_rank ? g->rank : max_rank;
+	}
+	if (!n_act)
+		return;
+	if (n_items > INT32_MAX || n_rows > INT32_MAX) {
+		fail(c, LLM_ERANGE, "cuda: lora_seg: %lld rows", (long long)n_rows);
+		return;
+	}
+	const size_t off_items = (size_t)n_act * sizeof(struct cuda_lora_seg);
+	const size_t off_rows = off_items + (size_t)n_items * sizeof(struct cuda_lora_item);
+	const size_t total = off_rows + (size_t)n_rows * sizeof(int32_t);
+	if (!lora_room(c, total, max_row, n_act + 1))
+		return;
+
+	struct cuda_lora_seg *ds = (struct cuda_lora_seg *)c->lora_buf;
+	struct cuda_lora_item *items = (struct cuda_lora_item *)(c->lora_buf + off_items);
+	int32_t *rows = (int32_t *)(c->lora_buf + off_rows);
+	uint32_t *stamp = c->lora_stamp;
+	int na = 0, ni = 0, nr = 0, np = 0;
+	int64_t toff = 0;
+	uint32_t pass = lora_next_pass(c);
+	for (int s = 0; s < n_segs; s++) {
+		const struct llm_lora_seg *g = &segs[s];
+		if (!lora_active(g))
+			continue;
+		const void *ad = weight(c, g->a, (size_t)g->rank * n_in * sizeof(float));
+		const void *bd = weight(c, g->b, (size_t)n_out * g->rank * sizeof(float));
+		if (!ad || !bd)
+			return;
+		bool clash = false;
+		for (int i = 0; i < g->n && !clash; i++)
+			clash = stamp[lora_row(g, i)] == pass;
+		if (clash) {
+			c->lora_pass_end[np++] = ni;
+			pass = lora_next_pass(c);
+		}
+		for (int i = 0; i < g->n; i++) {
+			int r = lora_row(g, i);
+			if (stamp[r] == pass) {
+				fail(c, LLM_EINVAL, "cuda: lora_seg: segment %d names row %d "
+				     "twice", s, r);
+				return;
+			}
+			stamp[r] = pass;
+		}
+		struct cuda_lora_seg *d = &ds[na];
+		d->a = (const float *)ad;
+		d->b = (const float *)bd;
+		d->toff = toff;
+		d->rank = g->rank;
+		d->scale = g->scale;
+		d->t0 = g->rows ? 0 : g->t0;
+		d->rows = g->rows ? nr : -1;
+		if (g->rows) {
+			memcpy(rows + nr, g->rows, (size_t)g->n * sizeof(int32_t));
+			nr += g->n;
+		}
+		for (int i0 = 0; i0 < g->n; i0 += CUDA_LORA_TOK) {
+			items[ni].seg = na;
+			items[ni].i0 = i0;
+			items[ni].n = g->n - i0 < CUDA_LORA_TOK ? g->n - i0 : CUDA_LORA_TOK;
+			ni++;
+		}
+		toff += (int64_t)g->n * g->rank;
+		na++;
+	}
+	c->lora_pass_end[np++] = ni;
+	LLM_ASSERT(na == n_act && ni == n_items && nr == n_rows && toff == n_t);
+
+	float *t = (float *)scratch(c, &c->lora_t, &c->lora_t_n,
+	                            (size_t)n_t * sizeof(float));
+	const int role = ST_LORA0 + c->lora_ring;
+	c->lora_ring = (c->lora_ring + 1) % LORA_RING;
+	const unsigned char *dev = (const unsigned char *)stage(c, role, c->lora_buf,
+	                                                        total);
+	if (!t || !dev)
+		return;
+	const struct cuda_lora_seg *dsegs = (const struct cuda_lora_seg *)dev;
+	const struct cuda_lora_item *ditems = (const struct cuda_lora_item *)(dev + off_items);
+	const int32_t *drows = (const int32_t *)(dev + off_rows);
+	for (int p = 0; p < np; p++) {
+		const int i0 = p ? c->lora_pass_end[p - 1] : 0;
+		const int cnt = c->lora_pass_end[p] - i0;
+		if (!OK(c, cuda_lora_shrink(c->stream, x, n_in, dsegs, drows, ditems + i0,
+		                            cnt, t), "LoRA shrink kernel") ||
+		    !OK(c, cuda_lora_expand(c->stream, t, y, n_out, dsegs, drows,
+		                            ditems + i0, cnt, max_rank),
+		        "LoRA expand kernel"))
+			return;
+	}
+}
+
+/* ---------------------------------------------------------------- training */
+
+/*
+ * The training ops (backend.h).  Weights - matmul_train's and matmul_bwd's
+ * w, rmsnorm_bwd's w, rope_bwd's inv_freq - are host memory found in the
+ * weight cache, as for the forward ops; pos, start and targets are host
+ * index arrays (staged); everything else is device memory.
+ *
+ * Products are cuBLAS in f32 (CUBLAS_COMPUTE_32F: no TF32 or halves), which
+ * gives the same bits every run on one GPU with one stream.  Non-f32
+ * weights are dequantized to f32 (the get_rows kernels over a row index
+ * list 0, 1, ...) a tile of rows at a time, the tile's size depending only
+ * on the matrix's.  The kernels are in kernels-train.cu.
+ */
+
+/* Most weight rows in one f32 tile of matmul_train / matmul_bwd. */
+#define TRAIN_TILE_MAX 8192
+
+static void cuda_gemm(struct llm_backend *be, enum llm_gemm_op ta,
+                      enum llm_gemm_op tb, int m, int n, int k, float alpha,
+                      const float *a, int lda, const float *b, int ldb, float beta,
+                      float *cm, int ldc)
+{
+	struct cuda *c = cuda_of(be);
+	if (c->status || m < 1 || n < 1)
+		return;
+	if (k < 1) {
+		fail(c, LLM_EINVAL, "cuda: gemm with an inner dimension of %d", k);
+		return;
+	}
+	/* row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, and
+	 * a row-major matrix's memory read column-major is its transpose: the
+	 * operands swap places and keep their flags */
+	blas_ok(c, cublasGemmEx(c->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N,
+	                        ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, b,
+	                        CUDA_R_32F, ldb, a, CUDA_R_32F, lda, &beta, cm,
+	                        CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+	        "cublasGemmEx (gemm)");
+}
+
+/* Rows of a weight of n_in columns per f32 tile: about TILE_BYTES, a
+ * multiple of 64 (or all n_out rows). */
+static int64_t train_tile_rows(int64_t n_in, int64_t n_out)
+{
+	int64_t rows = (int64_t)(TILE_BYTES / ((size_t)n_in * sizeof(float)));
+	if (rows > TRAIN_TILE_MAX)
+		rows = TRAIN_TILE_MAX;
+	if (rows < 64)
+		rows = 64;
+	rows &= ~(int64_t)63;
+	return rows < n_out ? rows : n_out;
+}
+
+/* The device copy of a weight matrix for the training products, checked;
+ * NULL (recorded) if the backend cannot take it. */
+static const void *train_weight(struct cuda *c, const struct llm_tensor *w,
+                                const char *op)
+{
+	const size_t rb = llm_row_size(w->type, w->ne[0]);
+	if (!cuda_type_supported(w->type) || !rb || w->ne[0] > INT32_MAX ||
+	    w->ne[1] > INT32_MAX) {
+		fail(c, LLM_EUNSUPPORTED, "cuda: %s over %s: %s weights of %lld x %lld",
+		     op, w->name ? w->name : "a tensor", llm_dtype_name(w->type),
+		     (long long)w->ne[1], (long long)w->ne[0]);
+		return NULL;
+	}
+	return tensor_dev(c, w);
+}
+
+/* Rows r0 .. r0 + nr - 1 of w (device copy wd) as f32 into the tile
+ * buffer (which holds tile_rows rows): the tile, or NULL (recorded). */
+static float *train_tile(struct cuda *c, const struct llm_tensor *w,
+                         const void *wd, int64_t tile_rows, int64_t r0, int64_t nr)
+{
+	const int64_t n_in = w->ne[0];
+	const size_t rb = llm_row_size(w->type, n_in);
+	if (!c->iota_n) {
+		int32_t *h = (int32_t *)malloc(TRAIN_TILE_MAX * sizeof(int32_t));
+		if (!h) {
+			fail(c, LLM_ENOMEM, "cuda: out of host memory");
+			return NULL;
+		}
+		for (int i = 0; i < TRAIN_TILE_MAX; i++)
+			h[i] = i;
+		bool ok = scratch(c, &c->iota, &c->iota_n, TRAIN_TILE_MAX * sizeof(int32_t)) &&
+		          OK(c, cudaMemcpyAsync(c->iota, h, TRAIN_TILE_MAX * sizeof(int32_t),
+		                                cudaMemcpyHostToDevice, c->stream),
+		             "cudaMemcpyAsync (row list)") &&
+		          OK(c, cudaStreamSynchronize(c->stream), "cudaStreamSynchronize");
+		free(h);
+		if (!ok) {
+			c->iota_n = 0;
+			return NULL;
+		}
+	}
+	float *tile = (float *)scratch(c, &c->ftile, &c->ftile_n,
+	                               (size_t)tile_rows * n_in * sizeof(float));
+	if (!tile || !OK(c, cuda_get_rows(c->stream, w->type, (const char *)wd + r0 * rb,
+	                                  rb, (int)n_in, (const int32_t *)c->iota,
+	                                  (int)nr, tile), "dequantize (f32) kernel"))
+		return NULL;
+	return tile;
+}
+
+static void cuda_matmul_train(struct llm_backend *be, const struct llm_tensor *w,
+                              const float *x, float *y, int n)
+{
+	struct cuda *c = cuda_of(be);
+	if (c->status || n < 1)
+		return;
+	const void *wd = train_weight(c, w, "matmul_train");
+	if (!wd)
+		return;
+	const int n_in = (int)w->ne[0], n_out = (int)w->ne[1];
+	if (w->type == LLM_F32) {
+		cuda_gemm(be, LLM_GEMM_N, LLM_GEMM_T, n, n_out, n_in, 1.0f, x, n_in,
+		          (const float *)wd, n_in, 0.0f, y, n_out);
+		return;
+	}
+	const int64_t rows = train_tile_rows(n_in, n_out);
+	for (int64_t r0 = 0; r0 < n_out && !c->status; r0 += rows) {
+		const int nr = (int)(n_out - r0 < rows ? n_out - r0 : rows);
+		const float *tile = train_tile(c, w, wd, rows, r0, nr);
+		if (tile)
+			cuda_gemm(be, LLM_GEMM_N, LLM_GEMM_T, n, nr, n_in, 1.0f, x, n_in,
+			          tile, n_in, 0.0f, y + r0, n_out);
+	}
+}
+
+static void cuda_matmul_bwd(struct llm_backend *be, const struct llm_tensor *w,
+                            const float *dy, float *dx, int n, float beta)
+{
+	struct cuda *c = cuda_of(be);
+	if (c->status || n < 1)
+		return;
+	const void *wd = train_weight(c, w, "matmul_bwd");
+	if (!wd)
+		return;
+	const int n_in = (int)w->ne[0], n_out = (int)w->ne[1];
+	if (w->type == LLM_F32) {
+		cuda_gemm(be, LLM_GEMM_N, LLM_GEMM_N, n, n_in, n_out, 1.0f, dy, n_out,
+		          (const float *)wd, n_in, beta, dx, n_in);
+		return;
+	}
+	/* dx = beta dx + sum over tiles of dy[:, tile] w[tile, :], in order */
+	const int64_t rows = train_tile_rows(n_in, n_out);
+	for (int64_t r0 = 0; r0 < n_out && !c->status; r0 += rows) {
+		const int nr = (int)(n_out - r0 < rows ? n_out - r0 : rows);
+		const float *tile = train_tile(c, w, wd, rows, r0, nr);
+		if (tile)
+			cuda_gemm(be, LLM_GEMM_N, LLM_GEMM_N, n, n_in, nr, 1.0f, dy + r0, n_out,
+			          tile, n_in, r0 ? 1.0f : beta, dx, n_in);
+	}
+}
+
+static void cuda_rmsnorm_bwd(struct llm_backend *be, const float *x, const float *w,
+                             const float *dy, float *dx, float *dw, int n, int dim,
+                             float eps)
+{
+	struct cuda *c = cuda_of(be);
+	if (c->status || n < 1)
+		return;
+	const float *wd = (const float *)weight(c, w, (size_t)dim * sizeof(float));
+	float *r = (float *)scratch(c, &c->tscr, &c->tscr_n, (size_t)n * sizeof(float));
+	if (wd && r)
+		OK(c, cuda_rmsnorm_bwd(c->stream, x, wd, dy, dx, dw, r, n, dim, eps),
+		   "rmsnorm_bwd kernel");
+}
+
+static void cuda_rope_bwd(struct llm_backend *be, float *dx, const int32_t *pos,
+                          int n, int n_head, int head_dim, const struct llm_rope *r)
+{
+	struct cuda *c = cuda_of(be);
+	if (c->status || n < 1)
+		return;
+	if (r->n_rot < 2 || r->n_rot > head_dim || r->n_rot % 2) {
+		fail(c, LLM_EINVAL, "cuda: rope over %d of %d dimensions", r->n_rot,
+		     head_dim);
+		return;
+	}
+	const float *fd = (const float *)weight(c, r->inv_freq,
+	                                        (size_t)(r->n_rot / 2) * sizeof(float));
+	const int32_t *pd = (const int32_t *)stage(c, ST_POS, pos, n * sizeof(*pos));
+	if (fd && pd)
+		OK(c, cuda_rope_bwd(c->stream, dx, pd, n, n_head, head_dim, r->n_rot,
+		                    r->kind == LLM_ROPE_NEOX, fd, r->mscale),
+		   "rope_bwd kernel");
+}
+
+/* Checks the sizes and the start array (host) of a training attention and
+ * fills the kernels' arguments with its staged copy; false (recorded) on
+ * failure. */
+static bool attn_train_args(struct cuda *c, const struct llm_attn_train *at,
+                            struct cuda_attn_train_args *a)
+{
+	memset(a, 0, sizeof(*a));
+	if (at->n_seq < 1 || at->n_head_kv < 1 || at->n_head % at->n_head_kv ||
+	    !cuda_attn_train_fits(at->seq_len, at->head_dim) ||
+	    (int64_t)at->n_seq * at->seq_len * at->n_head > INT32_MAX) {
+		fail(c, LLM_EUNSUPPORTED, "cuda: training attention of %d sequences of "
+		     "%d tokens, %d heads over %d KV heads of %d dimensions (at most %d "
+		     "tokens, %d dimensions)", at->n_seq, at->seq_len, at->n_head,
+		     at->n_head_kv, at->head_dim, CUDA_ATTN_TRAIN_MAX_T, CUDA_ATTN_MAX_HD);
+		return false;
+	}
+	const int64_t n = (int64_t)at->n_seq * at->seq_len;
+	for (int64_t i = 0; i < n; i++)
+		if (at->start[i] < 0 || at->start[i] > i % at->seq_len) {
+			fail(c, LLM_EINVAL, "cuda: training attention row %lld starts at %d",
+			     (long long)i, at->start[i]);
+			return false;
+		}
+	a->start = (const int32_t *)stage(c, ST_START, at->start,
+	                                  (size_t)n * sizeof(int32_t));
+	if (!a->start)
+		return false;
+	a->n_seq = at->n_seq;
+	a->seq_len = at->seq_len;
+	a->n_head = at->n_head;
+	a->n_head_kv = at->n_head_kv;
+	a->head_dim = at->head_dim;
+	a->scale = at->scale;
+	return true;
+}
+
+static void cuda_attn_train(struct llm_backend *be, const struct llm_attn_train *at,
+                            const float *q, const float *k, const float *v,
+                            float *out, float *lse)
+{
+	struct cuda *c = cuda_of(be);
+	struct cuda_attn_train_args a;
+	if (c->status || !attn_train_args(c, at, &a))
+		return;
+	a.q = q;
+	a.k = k;
+	a.v = v;
+	a.out = out;
+	a.lse = lse;
+	OK(c, cuda_attn_train(c->stream, &a), "training attention kernel");
+}
+
+static void cuda_attn_train_bwd(struct llm_backend *be,
+                                const struct llm_attn_train *at, const float *q,
+                                const float *k, const float *v, const float *out,
+                                const float *lse, const float *dout, float *dq,
+                                float *dk, float *dv)
+{
+	struct cuda *c = cuda_of(be);
+	struct cuda_attn_train_args a;
+	if (c->status || !attn_train_args(c, at, &a))
+		return;
+	const size_t nD = (size_t)at->n_seq * at->seq_len * at->n_head;
+	a.D = (float *)scratch(c, &c->tscr, &c->tscr_n, nD * sizeof(float));
+	if (!a.D)
+		return;
+	a.q = q;
+	a.k = k;
+	a.v = v;
+	a.out = (float *)out;   /* read only by the backward */
+	a.lse = (float *)lse;
+	a.dout = dout;
+	a.dq = dq;
+	a.dk = dk;
+	a.dv = dv;
+	OK(c, cuda_attn_train_bwd(c->stream, &a), "training attention backward kernels");
+}
+
+static void cuda_swiglu_fwd(struct llm_backend *be, const float *g, const float *u,
+                            float *h, int64_t n)
+{
+	struct cuda *c = cuda_of(be);
+	if (!c->status)
+		OK(c, cuda_swiglu_fwd(c->stream, g, u, h, n), "swiglu_fwd kernel");
+}
+
+static void cuda_swiglu_bwd(struct llm_backend *be, const float *g, const float *u,
+                            const float *dh, float *dg, float *du, int64_t n)
+{
+	struct cuda *c = cuda_of(be);
+	if (!c->status)
+		OK(c, cuda_swiglu_bwd(c->stream, g, u, dh, dg, du, n), "swiglu_bwd kernel");
+}
+
+static void cuda_cross_entropy(struct llm_backend *be, float *logits,
+                               const int32_t *targets, int n, int n_vocab,
+                               float scale, float *loss)
+{
+	struct cuda *c = cuda_of(be);
+	if (c->status || n < 1)
+		return;
+	for (int i = 0; i < n; i++)
+		if (targets[i] >= n_vocab) {
+			fail(c, LLM_EINVAL, "cuda: cross entropy target %d of row %d is "
+			     "outside the vocabulary (%d)", targets[i], i, n_vocab);
+			return;
+		}
+	const int32_t *td = (const int32_t *)stage(c, ST_TARGETS, targets,
+	                                           (size_t)n * sizeof(int32_t));
+	if (td)
+		OK(c, cuda_cross_entropy(c->stream, logits, td, n, n_vocab, scale, loss),
+		   "cross entropy kernel");
+}
+
+/* The constants as the CPU backend computes them (torch's AdamW). */
+static void cuda_adamw(struct llm_backend *be, float *p, const float *g, float *m,
+                       float *v, int64_t n, float lr, float beta1, float beta2,
+                       float eps, float wd, int64_t step)
+{
+	struct cuda *c = cuda_of(be);
+	if (c->status || n < 1)
+		return;
+	if (step < 1) {
+		fail(c, LLM_EINVAL, "cuda: AdamW step %lld", (long long)step);
+		return;
+	}
+	double bc1 = 1.0 - pow(beta1, (double)step), bc2 = 1.0 - pow(beta2, (double)step);
+	OK(c, cuda_adamw(c->stream, p, g, m, v, n, beta1, beta2, eps,
+	                 (float)(1.0 - (double)lr * wd), (float)(lr / bc1),
+	                 (float)sqrt(bc2)), "AdamW kernel");
+}
+
 /* ---------------------------------------------------------------- life */
 
 static void cuda_free(struct llm_backend *be)
@@ -904,6 +1552,12 @@ static void cuda_free(struct llm_backend *be)
 				cudaEventDestroy(c->st[r].done);
 		}
 		free(c->table_host);
+		free(c->lora_buf);
+		free(c->lora_stamp);
+		free(c->lora_pass_end);
+		if (c->lora_t)
+			cudaFree(c->lora_t);
+		pthread_mutex_destroy(&c->wmu);
 		if (c->tile)
 			cudaFree(c->tile);
 		if (c->xh)
@@ -913,6 +1567,12 @@ static void cuda_free(struct llm_backend *be)
 		if (c->topk_host)
 			cudaFreeHost(c->topk_host);
 		free(c->topk_args);
+		if (c->ftile)
+			cudaFree(c->ftile);
+		if (c->iota)
+			cudaFree(c->iota);
+		if (c->tscr)
+			cudaFree(c->tscr);
 		if (c->blas)
 			cublasDestroy(c->blas);
 		if (c->stream)
@@ -926,8 +1586,7 @@ static void cuda_free(struct llm_backend *be)
 /*
  * The table is filled by name (C++ before C++20 has no designated
  * initializers, and a positional list breaks silently when backend.h
- * gains an op); the LoRA and training ops stay NULL: not on this backend
- * yet (callers check).
+ * gains an op); ops not on this backend stay NULL (callers check).
  */
 static struct llm_backend_ops cuda_ops;
 
@@ -953,8 +1612,21 @@ static const struct llm_backend_ops *cuda_ops_table(void)
 		cuda_ops.add = cuda_add;
 		cuda_ops.synchronize = cuda_synchronize;
 		cuda_ops.weight = cuda_weight;
+		cuda_ops.forget = cuda_forget;
+		cuda_ops.lora_seg = cuda_lora_seg;
 		cuda_ops.status = cuda_status;
 		cuda_ops.topk = cuda_topk_op;
+		cuda_ops.gemm = cuda_gemm;
+		cuda_ops.matmul_train = cuda_matmul_train;
+		cuda_ops.matmul_bwd = cuda_matmul_bwd;
+		cuda_ops.rmsnorm_bwd = cuda_rmsnorm_bwd;
+		cuda_ops.rope_bwd = cuda_rope_bwd;
+		cuda_ops.attn_train = cuda_attn_train;
+		cuda_ops.attn_train_bwd = cuda_attn_train_bwd;
+		cuda_ops.swiglu_fwd = cuda_swiglu_fwd;
+		cuda_ops.swiglu_bwd = cuda_swiglu_bwd;
+		cuda_ops.cross_entropy = cuda_cross_entropy;
+		cuda_ops.adamw = cuda_adamw;
 		cuda_ops.name = "cuda";  /* last: the table is complete */
 	}
 	return &cuda_ops;
@@ -1001,6 +1673,7 @@ int llm_backend_cuda_init(struct llm_backend **out, int device, int n_threads)
 	be->impl = c;
 	be->n_threads = n_threads > 0 ? n_threads : 1;
 	c->device = device;
+	pthread_mutex_init(&c->wmu, NULL);
 	{
 		const char *env = getenv("LLMKIT_CUDA_ATTN");
 		c->attn_simple = env && !strcmp(env, "simple");

@@ -96,8 +96,89 @@ cudaError_t cuda_topk(cudaStream_t s, const float *logits, int n_vocab,
                       const int32_t *args, int n, int k, int32_t *ids,
                       float *vals, struct llm_topk_stat *st);
 
+/*
+ * LoRA deltas over segments (the SGMV idea, backend.h lora_seg), in two
+ * launches over a list of work items, each up to CUDA_LORA_TOK rows of one
+ * segment:
+ *   shrink: t[toff + i * rank + k] = scale * (a[k] . x[row i])
+ *   expand: y[row i] += b t[toff + i * rank ...]
+ * The items of one launch must not share a row of y (each y element is
+ * written by one thread); t holds every segment's intermediates apart
+ * (toff), so the launches of several passes may reuse nothing.
+ */
+#define CUDA_LORA_TOK 8
+/* Largest rank the expand kernel takes (its t rows in shared memory). */
+#define CUDA_LORA_MAX_RANK 1024
+struct cuda_lora_seg {
+	const float *a;       /* device (rank x n_in) */
+	const float *b;       /* device (n_out x rank) */
+	int64_t toff;         /* its intermediates: t[toff ..], n x rank */
+	int rank;
+	float scale;
+	int t0;               /* rows t0 .. without a rows list */
+	int rows;             /* offset of its rows list in rows[], -1: none */
+};
+struct cuda_lora_item {
+	int seg;              /* index into segs */
+	int i0, n;            /* rows i0 .. i0 + n - 1 of the segment, n <= TOK */
+};
+cudaError_t cuda_lora_shrink(cudaStream_t s, const float *x, int n_in,
+                             const struct cuda_lora_seg *segs,
+                             const int32_t *rows,
+                             const struct cuda_lora_item *items, int n_items,
+                             float *t);
+/* max_rank: the largest rank among the items' segments (shared memory). */
+cudaError_t cuda_lora_expand(cudaStream_t s, const float *t, float *y, int n_out,
+                             const struct cuda_lora_seg *segs,
+                             const int32_t *rows,
+                             const struct cuda_lora_item *items, int n_items,
+                             int max_rank);
+
 /* Copy kernel for the bandwidth measurement of the benchmark. */
 cudaError_t cuda_copy_kernel(cudaStream_t s, const void *src, void *dst,
                              size_t bytes);
+
+/* ---------------------------------------------------------------- training
+ * (kernels-train.cu; backend.h's training ops) */
+
+/* Longest training sequence the attention kernels take (a row's scores
+ * sit in shared memory). */
+#define CUDA_ATTN_TRAIN_MAX_T 16384
+
+/* r: n floats of scratch (each row's 1/rms); dw may be NULL. */
+cudaError_t cuda_rmsnorm_bwd(cudaStream_t s, const float *x, const float *w,
+                             const float *dy, float *dx, float *dw, float *r,
+                             int n, int dim, float eps);
+cudaError_t cuda_rope_bwd(cudaStream_t s, float *x, const int32_t *pos, int n,
+                          int n_head, int head_dim, int n_rot, int kind,
+                          const float *inv_freq, float mscale);
+
+/* llm_attn_train's sizes with device pointers; D: n * n_head floats of
+ * scratch for the backward (unused by the forward). */
+struct cuda_attn_train_args {
+	int n_seq, seq_len, n_head, n_head_kv, head_dim;
+	float scale;
+	const int32_t *start;
+	const float *q, *k, *v;
+	float *out, *lse;                      /* forward: written */
+	const float *dout;                     /* backward (out, lse read) */
+	float *dq, *dk, *dv, *D;
+};
+bool cuda_attn_train_fits(int seq_len, int head_dim);
+cudaError_t cuda_attn_train(cudaStream_t s, const struct cuda_attn_train_args *a);
+cudaError_t cuda_attn_train_bwd(cudaStream_t s, const struct cuda_attn_train_args *a);
+
+cudaError_t cuda_swiglu_fwd(cudaStream_t s, const float *g, const float *u,
+                            float *h, int64_t n);
+cudaError_t cuda_swiglu_bwd(cudaStream_t s, const float *g, const float *u,
+                            const float *dh, float *dg, float *du, int64_t n);
+/* targets: device */
+cudaError_t cuda_cross_entropy(cudaStream_t s, float *logits, const int32_t *targets,
+                               int n, int n_vocab, float scale, float *loss);
+/* decay = 1 - lr wd, step_size = lr / (1 - beta1^t), bc2_sqrt =
+ * sqrt(1 - beta2^t), computed by the caller as the CPU backend does. */
+cudaError_t cuda_adamw(cudaStream_t s, float *p, const float *g, float *m, float *v,
+                       int64_t n, float beta1, float beta2, float eps, float decay,
+                       float step_size, float bc2_sqrt);
 
 #endif

@@ -13,10 +13,16 @@
  * registry, so a request can never make the server open another path.
  * llm_adapters_rescan picks up what was added or removed.
  *
- * Tiers.  disk -> host memory (llm_lora) -> device memory: a backend with
- * its own memory sets the upload / drop hooks, called on the loader
- * thread after an adapter is read and before its host copy is freed (the
- * CPU backend computes from host memory and leaves them NULL).
+ * Tiers.  disk -> host memory (llm_lora) -> device memory.  Given the
+ * serving backend (params.backend) and it has memory of its own (a GPU),
+ * an adapter that becomes resident is also placed in the device's memory
+ * (its A and B matrices, through ops->weight, on the loader thread: a
+ * device that is full fails that adapter's load, not the server), and its
+ * device copies are freed (ops->forget) when it is evicted or unloaded;
+ * the byte budget then counts device bytes.  The upload / drop hooks are
+ * the general form (upload after an adapter is read, drop before its host
+ * copy is freed; drop is called with the cache's lock held); the backend
+ * sets them itself.  The CPU backend computes from host memory: no tier.
  *
  * Lifetime of a use.  A request naming an adapter counts as a user from
  * submission to its end (llm_adapters_use / _unuse; per-adapter metrics are
@@ -37,6 +43,7 @@
 extern "C" {
 #endif
 
+struct llm_backend;
 struct llm_model;
 struct llm_lora;
 struct llm_adapters;
@@ -45,10 +52,14 @@ struct llm_adapters_params {
 	const char *dir;          /* the adapters directory (required) */
 	int max_active;           /* adapters resident at once (default 64; 0: no
 	                             limit) */
-	uint64_t max_mem;         /* bytes of resident adapter matrices (0: no
-	                             limit; one adapter larger than it is still
-	                             read when nothing else is resident) */
-	/* device tier (NULL: host memory only) */
+	uint64_t max_mem;         /* bytes of resident adapter matrices, on the
+	                             device with a device tier (0: no limit; one
+	                             adapter larger than it is still read when
+	                             nothing else is resident) */
+	/* device tier: the backend the adapters are served on (NULL or the
+	 * CPU: host memory only; it must outlive the cache); or hooks of
+	 * one's own (not both) */
+	struct llm_backend *backend;
 	int (*upload)(void *user, const char *name, struct llm_lora *a);
 	void (*drop)(void *user, const char *name, struct llm_lora *a);
 	void *tier_user;
@@ -124,6 +135,7 @@ struct llm_adapter_info {
 	bool unloading;
 	uint64_t disk_bytes;      /* the file(s) */
 	uint64_t mem_bytes;       /* resident matrices (0 when not resident) */
+	uint64_t device_bytes;    /* their device copies (device tier) */
 	int rank;                 /* once read */
 	int users, pins;          /* requests in flight / running */
 	uint64_t requests, failed, prompt_tokens, gen_tokens;
@@ -142,6 +154,8 @@ struct llm_adapters_stats {
 	int registered, resident, loading;
 	int max_active;
 	uint64_t mem_bytes, max_mem;
+	uint64_t device_bytes;    /* resident matrices on the device */
+	bool device;              /* a device tier: max_mem counts device_bytes */
 	uint64_t loads, evictions, hits, misses, load_failures;
 };
 

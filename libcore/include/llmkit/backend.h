@@ -151,11 +151,21 @@ struct llm_backend_ops {
 	 */
 	int (*weight)(struct llm_backend *be, const void *host, size_t bytes);
 	int (*status)(struct llm_backend *be);
+	/* Free the device copy of the weights at host (made by weight or by an
+	 * op), once the work queued before has finished with it, so the host
+	 * memory may be freed or reused (an evicted adapter); unknown
+	 * addresses are ignored.  weight and forget may be called from any
+	 * thread.  NULL on the CPU. */
+	void (*forget)(struct llm_backend *be, const void *host);
 
 	/* ------------------------------------------------ LoRA and training
 	 * Every op below writes its outputs in a fixed order that does not
 	 * depend on the number of threads or on timing, so a training run is
 	 * reproducible bit for bit (checkpoint/resume relies on it). */
+	/* On a device backend the training ops take weights - matmul_train's
+	 * and matmul_bwd's w, rmsnorm_bwd's w, rope_bwd's inv_freq - as host
+	 * memory like the forward ops, and pos, start and targets as host
+	 * index arrays; every other pointer is the backend's memory. */
 
 	/* y (n x n_out) += the LoRA deltas of each segment (see above), in the
 	 * order given where rows overlap.  Only segments without a rows list

@@ -36,9 +36,16 @@ struct llm_model;
 struct llm_lora;
 struct llm_tokenizer;
 struct llm_gguf;
+struct llm_backend;
 
 struct llm_train_params {
 	int n_threads;        /* <= 0: all CPUs */
+	const char *device;   /* backend (backend.h): NULL or "cpu", "cuda[:N]";
+	                         a device backend trains LoRA adapters (not
+	                         full or qat_type); its parameters, gradients,
+	                         moments and activations live in device memory */
+	struct llm_backend *backend;  /* NULL, or the backend to compute on
+	                         (kept, not freed; device is then unused) */
 	int seq_len;          /* tokens per sequence (positions 0..seq_len-1) */
 	int max_seqs;         /* most sequences per micro-batch (buffers) */
 	float lr;             /* peak learning rate */
@@ -73,8 +80,8 @@ struct llm_train_batch {
 
 struct llm_trainer;
 
-/* lora: the adapter to train (kept by pointer, updated in place); NULL
- * with p->full. */
+/* lora: the adapter to train (kept by pointer, updated in place after
+ * every step, also on a device backend); NULL with p->full. */
 int llm_trainer_new(struct llm_trainer **out, const struct llm_model *m,
                     struct llm_lora *lora, const struct llm_train_params *p);
 void llm_trainer_free(struct llm_trainer *t);
@@ -109,7 +116,8 @@ float llm_train_lr(const struct llm_train_params *p, int64_t step);
 
 /* Steps done so far (a checkpoint restores it). */
 int64_t llm_trainer_steps(const struct llm_trainer *t);
-/* The gradient of the adapter, shaped as the adapter (LoRA training). */
+/* The gradient of the adapter, shaped as the adapter (LoRA training; on a
+ * device backend copied to the host by this call). */
 const struct llm_lora *llm_trainer_lora_grad(const struct llm_trainer *t);
 /* The model with the trained weights (full training: f32 copies; else the
  * base).  Write it with llm_lora_merge_write(m, NULL, NULL, 0, type, path). */
