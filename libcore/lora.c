@@ -448,6 +448,12 @@ int llm_lora_merge_write(const struct llm_model *m, struct llm_lora *const *as,
 				bound = &l->attn_norm;
 			else if (l->ffn_norm.name && !strcmp(gt->name, l->ffn_norm.name))
 				bound = &l->ffn_norm;
+			else if (l->bq.name && !strcmp(gt->name, l->bq.name))
+				bound = &l->bq;        /* qwen2's biases (trained by --full) */
+			else if (l->bk.name && !strcmp(gt->name, l->bk.name))
+				bound = &l->bk;
+			else if (l->bv.name && !strcmp(gt->name, l->bv.name))
+				bound = &l->bv;
 		}
 		if (!bound) {
 			plain = (struct llm_tensor){ .name = gt->name, .type = gt->type,

@@ -98,6 +98,7 @@ struct llm_trainer {
 	float *xf;                     /* final norm output (n x d) */
 	float *dx, *dtmp, *dq, *dk, *dv, *datt, *dh, *dg, *du, *dxn;
 	float *drop, *drop2, *dt, *logits, *loss;
+	float *ones;                   /* full with biases: n ones (bias sums) */
 	int32_t *pos;
 	bool dev;                      /* device backend (not host memory) */
 	float *hloss;                  /* host copy of loss (dev), else loss */
@@ -269,7 +270,8 @@ static int setup_full(struct llm_trainer *t)
 	struct llm_model *m = &t->fm;
 	const struct llm_hparams *hp = &m->hp;
 	int64_t total = 0;
-	int nt = 2 + (m->tied_output ? 0 : 1) + 9 * hp->n_layer;
+	bool bias = m->layers[0].bq.data != NULL;   /* qwen2: q/k/v biases */
+	int nt = 2 + (m->tied_output ? 0 : 1) + (bias ? 12 : 9) * hp->n_layer;
 	int rc;
 
 	total += llm_tensor_nelements(&m->tok_embd) + hp->n_embd;
@@ -277,6 +279,10 @@ static int setup_full(struct llm_trainer *t)
 		total += llm_tensor_nelements(&m->output);
 	for (int il = 0; il < hp->n_layer; il++) {
 		total += 2 * hp->n_embd;
+		if (bias)
+			total += llm_tensor_nelements(&m->layers[il].bq) +
+			         llm_tensor_nelements(&m->layers[il].bk) +
+			         llm_tensor_nelements(&m->layers[il].bv);
 		for (int k = 0; k < LLM_LORA_N; k++)
 			total += llm_tensor_nelements(llm_lora_base_weight(m, il, k));
 	}
@@ -304,6 +310,11 @@ static int setup_full(struct llm_trainer *t)
 		for (int k = 0; k < 7; k++)
 			if ((rc = full_tensor(t, ws[k], &mem, true)))
 				return rc;
+		/* biases are trained too, without weight decay (as norms) */
+		if (bias && ((rc = full_tensor(t, &l->bq, &mem, false)) ||
+		             (rc = full_tensor(t, &l->bk, &mem, false)) ||
+		             (rc = full_tensor(t, &l->bv, &mem, false))))
+			return rc;
 	}
 	for (int i = 0; i < t->n_params; i++) {
 		struct tparam *tp = &t->params[i];
@@ -504,6 +515,13 @@ int llm_trainer_new(struct llm_trainer **out, const struct llm_model *m,
 	t->dt = ba(t, n * (max_rank > 0 ? max_rank : 1));
 	t->logits = ba(t, (size_t)LOGIT_CHUNK * hp->n_vocab);
 	t->loss = ba(t, n);
+	if (p->full && t->fm.layers[0].bq.data) {
+		/* full training is on the CPU only (llm_trainer_new): host memory */
+		LLM_ASSERT(!t->dev);
+		if ((t->ones = ba(t, n)))
+			for (int64_t i = 0; i < n; i++)
+				t->ones[i] = 1.0f;
+	}
 	t->pos = malloc(n * sizeof(int32_t));
 	t->hloss = t->dev ? fa(n) : t->loss;
 	if (t->dev) {
@@ -520,7 +538,8 @@ int llm_trainer_new(struct llm_trainer **out, const struct llm_model *m,
 	    !t->xl || !t->xf || !t->dx || !t->dtmp || !t->dq || !t->dk || !t->dv ||
 	    !t->datt || !t->dh || !t->dg || !t->du || !t->dxn || !t->drop ||
 	    (p->dropout > 0 && !t->drop2) || !t->dt ||
-	    !t->logits || !t->loss || !t->pos) {
+	    !t->logits || !t->loss || !t->pos ||
+	    (p->full && t->fm.layers[0].bq.data && !t->ones)) {
 		rc = llm_error(LLM_ENOMEM, "out of memory for the activations of %lld "
 		               "tokens", (long long)n);
 		goto fail;
@@ -561,7 +580,7 @@ void llm_trainer_free(struct llm_trainer *t)
 		float *bufs[] = { t->xl, t->xf, t->dx, t->dtmp, t->dq, t->dk, t->dv,
 		                  t->datt, t->dh, t->dg, t->du, t->dxn, t->drop,
 		                  t->drop2, t->dt, t->logits, t->loss, t->zeros,
-		                  t->full_mem };
+		                  t->ones, t->full_mem };
 		for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
 			bfree(t, bufs[i]);
 		if (t->dev && t->params && t->n_params == 1 && !t->p.full) {
@@ -868,6 +887,19 @@ static void layer_bwd(struct llm_trainer *t, const struct pass *ps, int il,
 	                   t->dq, t->dk, t->dv);
 	op->rope_bwd(be, t->dq, t->pos, n, hp->n_head, hp->head_dim, &hp->rope);
 	op->rope_bwd(be, t->dk, t->pos, n, hp->n_head_kv, hp->head_dim, &hp->rope);
+	if (t->p.full && l->bq.data) {
+		/* the biases were added before RoPE: their gradients are the
+		 * column sums of dq, dk, dv (ones^T d) */
+		const float *d3[] = { t->dq, t->dk, t->dv };
+		const struct llm_tensor *b3[] = { &l->bq, &l->bk, &l->bv };
+		for (int j = 0; j < 3; j++) {
+			struct tparam *tp = param_of(t, b3[j]->data);
+			int w = (int)b3[j]->ne[0];
+			LLM_ASSERT(tp);
+			op->gemm(be, LLM_GEMM_N, LLM_GEMM_N, 1, w, n, 1.0f, t->ones, n,
+			         d3[j], w, 1.0f, tp->g, w);
+		}
+	}
 	proj_bwd(t, ps, il, LLM_LORA_Q, a->xn1, t->dq, t->dxn, 0.0f, a->lt[LLM_LORA_Q]);
 	proj_bwd(t, ps, il, LLM_LORA_K, a->xn1, t->dk, t->dxn, 1.0f, a->lt[LLM_LORA_K]);
 	proj_bwd(t, ps, il, LLM_LORA_V, a->xn1, t->dv, t->dxn, 1.0f, a->lt[LLM_LORA_V]);

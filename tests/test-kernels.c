@@ -336,12 +336,40 @@ START_TEST(matmul_paths_agree)
 }
 END_TEST
 
+START_TEST(padded_rows_same_bits)
+{
+	/* rows of 4 KiB (1024 f32) reach the rows kernel copied at a padded
+	 * stride (backend-cpu.c, x_padded): the product is the kernel's on
+	 * the dense rows, bit for bit */
+	struct llm_backend *be;
+	int n_in = 1024, n_out = 36, n = 9;
+	unsigned seed = 11;
+	const struct llm_cpu_kernels *k = llm_cpu_kernels();
+	float *w = malloc(sizeof(float) * n_in * n_out);
+	float *x = malloc(sizeof(float) * n_in * n);
+	float *y = malloc(sizeof(float) * n_out * n), *y0 = malloc(sizeof(float) * n_out * n);
+	for (int i = 0; i < n_in * n_out; i++)
+		w[i] = frand(&seed);
+	for (int i = 0; i < n_in * n; i++)
+		x[i] = frand(&seed);
+	ck_assert_int_eq(llm_backend_cpu_init(&be, 2), 0);
+	struct llm_tensor t = { "w", LLM_F32, 2, { n_in, n_out, 1, 1 },
+	                        sizeof(float) * n_in * n_out, w };
+	be->ops->matmul(be, &t, x, y, n);
+	k->rows[LLM_F32](w, sizeof(float) * n_in, n_in, 0, n_out, x, n_in, n, y0, n_out);
+	ck_assert_mem_eq(y, y0, sizeof(float) * n_out * n);
+	llm_backend_free(be);
+	free(w); free(x); free(y); free(y0);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("kernels");
 	TCase *tc = tcase_create("cpu");
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, rows_match_scalar);
+	tcase_add_test(tc, padded_rows_same_bits);
 	tcase_add_test(tc, attention_kernels_match_scalar);
 	tcase_add_test(tc, attention_op_matches_naive);
 	tcase_add_test(tc, exp_and_swiglu_match_libm);

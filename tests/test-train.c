@@ -240,6 +240,81 @@ START_TEST(full_grads_fd)
 }
 END_TEST
 
+/* Full training of a model with q/k/v biases (qwen2): the biases are
+ * trained, with the gradients finite differences give.  stories260K is
+ * given biases here (each test runs in a process of its own). */
+START_TEST(full_bias_grads_fd)
+{
+	struct llm_trainer *t;
+	struct llm_train_params p;
+	int T = 12, n_seq = 2;
+	int32_t tok[24], tgt[24], start[24];
+	double nll;
+	int64_t nt;
+	unsigned seed = 7;
+	const struct llm_hparams *hp = &model->hp;
+
+	for (int il = 0; il < hp->n_layer; il++) {
+		struct llm_layer *l = &model->layers[il];
+		struct llm_tensor *b3[] = { &l->bq, &l->bk, &l->bv };
+		int64_t w3[] = { (int64_t)hp->n_head * hp->head_dim,
+		                 (int64_t)hp->n_head_kv * hp->head_dim,
+		                 (int64_t)hp->n_head_kv * hp->head_dim };
+		for (int j = 0; j < 3; j++) {
+			float *d = malloc(w3[j] * sizeof(float));
+			for (int64_t i = 0; i < w3[j]; i++) {
+				seed = seed * 1103515245u + 12345u;
+				d[i] = ((int)((seed >> 8) % 2001) - 1000) * 1e-4f;
+			}
+			*b3[j] = (struct llm_tensor){ .name = "bias", .type = LLM_F32,
+			                              .n_dims = 1, .ne = { w3[j], 1, 1, 1 },
+			                              .nbytes = w3[j] * sizeof(float),
+			                              .data = d };
+		}
+	}
+	llm_train_params_default(&p);
+	p.n_threads = 2;
+	p.seq_len = T;
+	p.max_seqs = n_seq;
+	p.full = true;
+	ck_assert_msg(!llm_trainer_new(&t, model, NULL, &p), "%s", llm_errmsg());
+	batch_of(tok, tgt, start, n_seq, T, 99);
+	struct llm_train_batch b = { n_seq, tok, tgt, start };
+	llm_trainer_zero_grad(t);
+	ck_assert(!llm_trainer_backward(t, &b, 1.0f, &nll));
+
+	const struct llm_model *m = llm_trainer_model(t);
+	const struct llm_tensor *ws[] = { &m->layers[0].bq, &m->layers[2].bk,
+	                                  &m->layers[4].bv };
+	for (size_t w = 0; w < sizeof(ws) / sizeof(ws[0]); w++) {
+		float *d = ws[w]->data;
+		const float *g = llm_trainer_weight_grad(t, d);
+		int64_t n = llm_tensor_nelements(ws[w]);
+		ck_assert_msg(g, "bias %zu has no gradient", w);
+		for (int k = 0; k < 3; k++) {
+			int64_t at = -1;
+			for (int64_t j = 0; j < n; j++)
+				if (at < 0 || fabsf(g[j]) > fabsf(g[at]))
+					at = j;
+			float gv = g[at], x0 = d[at], h = 1e-2f;
+			double lp, lm;
+			ck_assert(gv != 0);
+			d[at] = x0 + h;
+			ck_assert(!llm_trainer_eval(t, &b, &lp, &nt));
+			d[at] = x0 - h;
+			ck_assert(!llm_trainer_eval(t, &b, &lm, &nt));
+			d[at] = x0;
+			double fd = (lp - lm) / (2 * h);
+			ck_assert_msg(fabs(fd - gv) < 2e-2 * fabs(gv) + 1e-3,
+			              "bias %zu [%lld]: gradient %g, finite difference %g",
+			              w, (long long)at, gv, fd);
+			((float *)g)[at] = 0;
+		}
+	}
+	llm_trainer_free(t);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- modes */
 
 START_TEST(recompute_same)
@@ -574,6 +649,7 @@ int main(void)
 	tcase_set_timeout(tc, 300);
 	tcase_add_test(tc, peft_step);
 	tcase_add_test(tc, full_grads_fd);
+	tcase_add_test(tc, full_bias_grads_fd);
 	tcase_add_test(tc, recompute_same);
 	tcase_add_test(tc, micro_batches_add_up);
 	tcase_add_test(tc, qat_forward);

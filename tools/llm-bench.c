@@ -653,6 +653,7 @@ static int run_strategies(struct bench *b)
 	int32_t *prompts[8] = { 0 };
 	int n_prompt[8] = { 0 }, rc = 0;
 	struct strat_result *res = malloc(sizeof(*res));
+	bool on_cpu = !o->device || !strncmp(o->device, "cpu", 3);
 
 	if (!res)
 		return llm_error(LLM_ENOMEM, "out of memory");
@@ -670,7 +671,14 @@ static int run_strategies(struct bench *b)
 			fprintf(stderr, "%s: strategy %s\n", prog, s->name);
 		fflush(stdout);
 		fflush(stderr);
-		if ((rc = llm_bench_in_child(strat_child, &job, res, sizeof(*res), &use))) {
+		/* Each strategy runs in a child of its own, so its peak RSS is
+		 * its own; but CUDA cannot be used across fork once the parent
+		 * has used it, so on a device it runs here (no RSS column: the
+		 * device's memory is not the process's). */
+		memset(&use, 0, sizeof(use));
+		rc = on_cpu ? llm_bench_in_child(strat_child, &job, res, sizeof(*res), &use)
+		            : strat_child(&job, res, sizeof(*res));
+		if (rc) {
 			rc = llm_error_prefix(rc, "strategy %s", s->name);
 			goto out;
 		}
@@ -683,7 +691,7 @@ static int run_strategies(struct bench *b)
 		rw->n_gen = o->n_gen;
 		row_samples(rw, res->tps, res->reps);
 		rw->cpu_per_1k = res->generated ? res->cpu / res->generated * 1000 : NAN;
-		rw->peak_rss = (double)use.max_rss;
+		rw->peak_rss = on_cpu ? (double)use.max_rss : NAN;
 		rw->kv_peak = (double)res->peak_blocks * res->block_bytes;
 		rw->logprob = res->lp_tokens ? res->logprob / res->lp_tokens : NAN;
 		/* every generated token but each request's first came out of a
