@@ -21,6 +21,7 @@
 #include "llmkit/kvcache.h"
 #include "llmkit/lora.h"
 #include "llmkit/model.h"
+#include "llmkit/sampler.h"
 #include "llmkit/util.h"
 
 /* ---------------------------------------------------------------- batch */
@@ -35,7 +36,9 @@ int llm_batch_init(struct llm_batch *b, int cap)
 	b->seq = malloc(cap * sizeof(*b->seq));
 	b->adapter = malloc(cap * sizeof(*b->adapter));
 	b->logits = malloc(cap * sizeof(*b->logits));
-	if (!b->token || !b->pos || !b->seq || !b->adapter || !b->logits) {
+	b->cand_scale = malloc(cap * sizeof(*b->cand_scale));
+	if (!b->token || !b->pos || !b->seq || !b->adapter || !b->logits ||
+	    !b->cand_scale) {
 		llm_batch_free(b);
 		return llm_error(LLM_ENOMEM, "out of memory");
 	}
@@ -50,6 +53,7 @@ void llm_batch_free(struct llm_batch *b)
 	free(b->seq);
 	free(b->adapter);
 	free(b->logits);
+	free(b->cand_scale);
 	memset(b, 0, sizeof(*b));
 }
 
@@ -68,7 +72,20 @@ int llm_batch_add(struct llm_batch *b, int32_t token, int32_t pos, int32_t seq,
 	b->seq[b->n] = seq;
 	b->adapter[b->n] = -1;
 	b->logits[b->n] = logits;
+	if (b->cand_scale)
+		b->cand_scale[b->n] = 1.0f;
 	b->n++;
+	return 0;
+}
+
+int llm_batch_add_cands(struct llm_batch *b, int32_t token, int32_t pos,
+                        int32_t seq, float scale, bool sums)
+{
+	int rc = llm_batch_add(b, token, pos, seq, true);
+	if (rc)
+		return rc;
+	b->logits[b->n - 1] = sums ? LLM_LOGITS_CANDS_SUMS : LLM_LOGITS_CANDS;
+	b->cand_scale[b->n - 1] = scale;
 	return 0;
 }
 
@@ -89,6 +106,19 @@ struct llm_ctx {
 	int logits_cap;        /* rows allocated */
 	int *out_row;          /* (n_batch) batch token -> logits row, -1 */
 	int out_cap;           /* batch size out_row covers */
+
+	/* candidates (LLM_LOGITS_CANDS rows), logits_cap rows each */
+	bool cands_on;         /* the context gives candidates for such rows */
+	bool cands_sums;       /* ... and for those that want the sums too */
+	int cand_k;            /* candidates a row */
+	int8_t *row_state;     /* ROW_* of each logits row */
+	int *row_cand;         /* a candidates row's index in the arrays below */
+	int32_t *cand_rows;    /* the logits rows, in batch order */
+	float *cand_scale;
+	uint8_t *cand_sums;
+	int32_t *cand_ids;     /* (logits_cap x cand_k) */
+	float *cand_vals;      /* (logits_cap x cand_k) */
+	struct llm_topk_stat *cand_st;
 
 	/* per-call host scratch */
 	int32_t *slots;
@@ -111,6 +141,17 @@ struct llm_ctx {
 	int n_runs;
 };
 
+_Static_assert(LLM_CANDS_MAX == LLM_TOPK_MAX, "sampler.h and backend.h agree");
+
+static bool is_cands(int mode)
+{
+	return mode == LLM_LOGITS_CANDS || mode == LLM_LOGITS_CANDS_SUMS;
+}
+
+/* A logits row: on the host, or candidates with the row still on the
+ * backend, or candidates with the row fetched since. */
+enum { ROW_HOST, ROW_CANDS, ROW_FETCHED };
+
 void llm_ctx_params_default(struct llm_ctx_params *p)
 {
 	memset(p, 0, sizeof(*p));
@@ -129,6 +170,26 @@ static void bfree(struct llm_ctx *c, void *p)
 {
 	if (p)
 		c->be->ops->dealloc(c->be, p);
+}
+
+static void free_cands(struct llm_ctx *c)
+{
+	free(c->row_state);
+	free(c->row_cand);
+	free(c->cand_rows);
+	free(c->cand_scale);
+	free(c->cand_sums);
+	free(c->cand_ids);
+	free(c->cand_vals);
+	free(c->cand_st);
+	c->row_state = NULL;
+	c->row_cand = NULL;
+	c->cand_rows = NULL;
+	c->cand_scale = NULL;
+	c->cand_sums = NULL;
+	c->cand_ids = NULL;
+	c->cand_vals = NULL;
+	c->cand_st = NULL;
 }
 
 /* A device backend gets every weight once, up front (backend.h: weight),
@@ -185,6 +246,25 @@ int llm_ctx_new(struct llm_ctx **out, const struct llm_model *m,
 	c->n_batch = p.n_batch;
 	if ((rc = llm_backend_init(&c->be, p.device, p.n_threads)))
 		goto fail;
+	{
+		const char *env = getenv("LLMKIT_CANDS");
+		int mode = p.cands;
+		if (env && *env)
+			mode = !strcmp(env, "on") ? 1 : !strcmp(env, "off") ? -1 : 0;
+		/* auto on the CPU: a row costs no copy there, but over a large
+		 * vocabulary candidates without the sums cost less than the
+		 * full-row sampler (one pass, no sort, no exp over the row:
+		 * 62 against 219 us a row of 32000); with the sums (two exp
+		 * passes) they do not, nor over a small vocabulary (6.4 against
+		 * 5.5 us a row of 512) */
+		bool dev = !c->be->ops->host_memory;
+		c->cands_on = c->be->ops->topk &&
+		              (mode > 0 || (mode == 0 && (dev || hp->n_vocab >= 8192)));
+		c->cands_sums = c->cands_on && (mode > 0 || dev);
+		c->cand_k = hp->n_vocab < LLM_CANDS_MAX ? hp->n_vocab : LLM_CANDS_MAX;
+		if (c->cand_k < 1)
+			c->cands_on = c->cands_sums = false;
+	}
 
 	/* every weight dtype must be computable on this backend */
 	for (int il = 0; il < hp->n_layer; il++) {
@@ -299,6 +379,7 @@ void llm_ctx_free(struct llm_ctx *c)
 		llm_kv_free(c->kv);
 		llm_backend_free(c->be);
 	}
+	free_cands(c);
 	free(c->out_row);
 	free(c->slot);
 	free(c->segs);
@@ -323,11 +404,59 @@ void llm_ctx_stats(const struct llm_ctx *c, struct llm_ctx_stats *s)
 	*s = c->stats;
 }
 
+int llm_ctx_row(struct llm_ctx *c, int i, const float **out)
+{
+	const int64_t nv = c->m->hp.n_vocab;
+	*out = NULL;
+	if (i < 0 || i >= c->out_cap || c->out_row[i] < 0)
+		return llm_error(LLM_EINVAL, "token %d of the batch asked for no "
+		                 "logits", i);
+	int r = c->out_row[i];
+	float *host = c->logits_host + r * nv;
+	if (c->row_state[r] == ROW_CANDS) {
+		const struct llm_backend_ops *op = c->be->ops;
+		if (!op->host_memory) {
+			int rc;
+			op->download(c->be, host, c->logits + r * nv, nv * sizeof(float));
+			if (op->status && (rc = op->status(c->be)))
+				return rc;
+		}
+		c->row_state[r] = ROW_FETCHED;
+		c->stats.logits_bytes += nv * (int64_t)sizeof(float);
+	}
+	*out = host;
+	return 0;
+}
+
 const float *llm_ctx_logits(const struct llm_ctx *c, int i)
 {
+	const float *l;
 	if (i < 0 || i >= c->out_cap || c->out_row[i] < 0)
 		return NULL;
-	return c->logits_host + (int64_t)c->out_row[i] * c->m->hp.n_vocab;
+	/* a candidates row is fetched on first use: the context is not
+	 * changed in any way a caller sees, only its cache of the row */
+	if (llm_ctx_row((struct llm_ctx *)c, i, &l))
+		return NULL;
+	return l;
+}
+
+bool llm_ctx_cands(const struct llm_ctx *c, int i, struct llm_cands *out)
+{
+	if (i < 0 || i >= c->out_cap || c->out_row[i] < 0)
+		return false;
+	int r = c->out_row[i];
+	if (c->row_state[r] == ROW_HOST)
+		return false;
+	int j = c->row_cand[r], k = c->cand_k;
+	out->n_vocab = c->m->hp.n_vocab;
+	out->k = k;
+	out->ids = c->cand_ids + (int64_t)j * k;
+	out->logits = c->cand_vals + (int64_t)j * k;
+	out->scale = c->cand_scale[j];
+	out->max = c->cand_st[j].max;
+	out->sum = c->cand_st[j].sum;
+	out->sum_scaled = c->cand_st[j].sum_scaled;
+	return true;
 }
 
 /* ---------------------------------------------------------------- LoRA */
@@ -509,6 +638,10 @@ static int check_batch(struct llm_ctx *c, const struct llm_batch *b, int *n_out)
 		c->next_pos[s]++;
 		if (b->logits[i])
 			(*n_out)++;
+		if (is_cands(b->logits[i]) &&
+		    !(b->cand_scale && b->cand_scale[i] > 0 && isfinite(b->cand_scale[i])))
+			return llm_error(LLM_EINVAL, "batch token %d: candidates need a "
+			                 "positive scale", i);
 		if (b->adapter[i] >= 0 &&
 		    (b->adapter[i] >= c->n_slot || !c->slot[b->adapter[i]].a))
 			return llm_error(LLM_EINVAL, "batch token %d: adapter slot %d holds "
@@ -606,25 +739,94 @@ static void layer_forward(struct llm_ctx *c, int il, const struct chunk *ch)
 	op->add(be, c->x, c->xb, (int64_t)n * hp->n_embd);
 }
 
-/* Make room for n_out logits rows (backend and host). */
+/* Make room for n_out logits rows (backend and host) and their
+ * candidates. */
 static int reserve_logits(struct llm_ctx *c, int n_out, int *cap)
 {
 	int64_t nv = c->m->hp.n_vocab;
 	if (n_out <= *cap)
 		return 0;
 	int want = n_out < 16 ? 16 : n_out;
+	size_t k = c->cand_k > 0 ? (size_t)c->cand_k : 1;
 	bfree(c, c->logits);
 	if (c->logits_host != c->logits)
 		free(c->logits_host);
+	free_cands(c);
 	c->logits = balloc(c, (size_t)want * nv);
 	c->logits_host = c->be->ops->host_memory ? c->logits
 	                                         : malloc((size_t)want * nv * sizeof(float));
-	if (!c->logits || !c->logits_host) {
+	c->row_state = malloc(want * sizeof(*c->row_state));
+	c->row_cand = malloc(want * sizeof(*c->row_cand));
+	c->cand_rows = malloc(want * sizeof(*c->cand_rows));
+	c->cand_scale = malloc(want * sizeof(*c->cand_scale));
+	c->cand_sums = malloc(want * sizeof(*c->cand_sums));
+	c->cand_ids = malloc(want * k * sizeof(*c->cand_ids));
+	c->cand_vals = malloc(want * k * sizeof(*c->cand_vals));
+	c->cand_st = malloc(want * sizeof(*c->cand_st));
+	if (!c->logits || !c->logits_host || !c->row_state || !c->row_cand ||
+	    !c->cand_rows || !c->cand_scale || !c->cand_sums || !c->cand_ids ||
+	    !c->cand_vals || !c->cand_st) {
 		*cap = 0;
 		return llm_error(LLM_ENOMEM, "out of memory for %d rows of logits", want);
 	}
 	*cap = want;
 	return 0;
+}
+
+/* Rows [r0, r0 + n) to the host (device backends). */
+static void download_rows(struct llm_ctx *c, int r0, int n)
+{
+	const int64_t nv = c->m->hp.n_vocab;
+	const size_t bytes = (size_t)n * nv * sizeof(float);
+	if (!c->be->ops->host_memory)
+		c->be->ops->download(c->be, c->logits_host + r0 * nv, c->logits + r0 * nv,
+		                     bytes);
+	c->stats.logits_bytes += (int64_t)bytes;
+}
+
+/*
+ * After the forward pass: full rows to the host (device backends; one
+ * copy per run of consecutive rows), candidates of the rows that asked
+ * for them (one backend call for all).
+ */
+static void finish_logits(struct llm_ctx *c, const struct llm_batch *b)
+{
+	int n_cand = 0, run0 = 0, run_n = 0;
+
+	for (int i = 0; i < b->n; i++) {
+		int r = c->out_row[i];
+		if (r < 0)
+			continue;
+		bool cands = b->logits[i] == LLM_LOGITS_CANDS ? c->cands_on
+		             : b->logits[i] == LLM_LOGITS_CANDS_SUMS && c->cands_sums;
+		if (!cands) {
+			c->row_state[r] = ROW_HOST;
+			if (run_n && r == run0 + run_n) {
+				run_n++;
+			} else {
+				if (run_n)
+					download_rows(c, run0, run_n);
+				run0 = r;
+				run_n = 1;
+			}
+			continue;
+		}
+		c->row_state[r] = ROW_CANDS;
+		c->row_cand[r] = n_cand;
+		c->cand_rows[n_cand] = r;
+		c->cand_scale[n_cand] = b->cand_scale ? b->cand_scale[i] : 1.0f;
+		c->cand_sums[n_cand] = b->logits[i] == LLM_LOGITS_CANDS_SUMS;
+		n_cand++;
+	}
+	if (run_n)
+		download_rows(c, run0, run_n);
+	if (n_cand) {
+		c->be->ops->topk(c->be, c->logits, c->m->hp.n_vocab, c->cand_rows,
+		                 c->cand_scale, c->cand_sums, n_cand, c->cand_k,
+		                 c->cand_ids, c->cand_vals, c->cand_st);
+		c->stats.logits_bytes += (int64_t)n_cand *
+		                         ((int64_t)c->cand_k * 8 + sizeof(struct llm_topk_stat));
+	}
 }
 
 int llm_decode(struct llm_ctx *c, const struct llm_batch *b)
@@ -687,9 +889,8 @@ int llm_decode(struct llm_ctx *c, const struct llm_batch *b)
 	for (int i = b->n; i < c->out_cap; i++)
 		c->out_row[i] = -1;
 	op->synchronize(c->be);
-	if (!op->host_memory && n_out)
-		op->download(c->be, c->logits_host, c->logits,
-		             (size_t)n_out * hp->n_vocab * sizeof(float));
+	if (n_out)
+		finish_logits(c, b);
 	if (op->status && (rc = op->status(c->be)))
 		return rc;
 	c->stats.t_decode += llm_time_now() - t0;

@@ -279,27 +279,38 @@ int llm_gen_state_finish(struct llm_gen_state *s, enum llm_finish why)
 	return 0;
 }
 
-int llm_gen_state_step(struct llm_gen_state *s, const float *logits)
+/*
+ * Take token t, sampled from logits (a host row) or from candidates cd of
+ * row i of ctx (logits NULL; the log-probs come from the candidates when
+ * they can, else from the row, fetched then).
+ */
+static int state_take(struct llm_gen_state *s, int32_t t, const float *logits,
+                      const struct llm_cands *cd, struct llm_ctx *ctx, int i)
 {
 	const struct llm_gen_params *p = s->p;
 	char piece[1024];
 	int rc;
 
-	LLM_ASSERT(s->finish == LLM_FINISH_NONE);
-	int32_t t = llm_sampler_sample(s->smp, logits);
 	if (!p->ignore_eos && llm_token_is_eog(s->tok, t))
 		return llm_gen_state_finish(s, LLM_FINISH_EOS);
 	if ((rc = state_grow(s)))
 		return rc;
 	if (p->logprobs) {
-		double lp = llm_logprob(logits, s->n_vocab, t);
+		double lp = 0;
+		int k = p->top_logprobs < s->n_vocab ? p->top_logprobs : s->n_vocab;
+		int32_t *ti = s->top_ids + (size_t)s->n_tokens * p->top_logprobs;
+		float *tl = s->top_lps + (size_t)s->n_tokens * p->top_logprobs;
+		bool done = !logits && cd && llm_cands_logprob(cd, t, &lp) &&
+		            (k <= 0 || llm_cands_top_logprobs(cd, k, ti, tl));
+		if (!done) {
+			if (!logits && (rc = llm_ctx_row(ctx, i, &logits)))
+				return rc;
+			lp = llm_logprob(logits, s->n_vocab, t);
+			if (k > 0)
+				llm_top_logprobs(logits, s->n_vocab, k, ti, tl);
+		}
 		s->logprob += lp;
 		s->token_logprob[s->n_tokens] = (float)lp;
-		int k = p->top_logprobs < s->n_vocab ? p->top_logprobs : s->n_vocab;
-		if (k > 0)
-			llm_top_logprobs(logits, s->n_vocab, k,
-			                 s->top_ids + (size_t)s->n_tokens * p->top_logprobs,
-			                 s->top_lps + (size_t)s->n_tokens * p->top_logprobs);
 	}
 	s->tokens[s->n_tokens++] = t;
 	llm_sampler_accept(s->smp, t);
@@ -320,6 +331,40 @@ int llm_gen_state_step(struct llm_gen_state *s, const float *logits)
 		                                                 : LLM_FINISH_LENGTH);
 	s->final_len = s->text_len - stop_hold(p, s->text, s->text_len);
 	return 0;
+}
+
+int llm_gen_state_step(struct llm_gen_state *s, const float *logits)
+{
+	LLM_ASSERT(s->finish == LLM_FINISH_NONE);
+	return state_take(s, llm_sampler_sample(s->smp, logits), logits, NULL, NULL, 0);
+}
+
+int llm_gen_state_step_ctx(struct llm_gen_state *s, struct llm_ctx *ctx, int i)
+{
+	struct llm_cands cd;
+	const float *logits = NULL;
+	int32_t t;
+	int rc;
+
+	LLM_ASSERT(s->finish == LLM_FINISH_NONE);
+	bool have = llm_ctx_cands(ctx, i, &cd);
+	if (!have || !llm_sampler_sample_cands(s->smp, &cd, &t)) {
+		if ((rc = llm_ctx_row(ctx, i, &logits)))
+			return rc;
+		t = llm_sampler_sample(s->smp, logits);
+	}
+	return state_take(s, t, logits, have ? &cd : NULL, ctx, i);
+}
+
+bool llm_gen_state_cands(const struct llm_gen_state *s, float *scale, bool *sums)
+{
+	int k = s->n_vocab < LLM_CANDS_MAX ? s->n_vocab : LLM_CANDS_MAX;
+	*scale = llm_sampler_cands_scale(s->smp);
+	if (s->p->logprobs && s->p->top_logprobs > k)
+		return false;
+	bool ok = llm_sampler_cands_ok(s->smp, k, sums);
+	*sums = *sums || s->p->logprobs;
+	return ok;
 }
 
 size_t llm_gen_state_take(struct llm_gen_state *s, const char **text)
@@ -406,15 +451,27 @@ static int sampled_emit(struct gen *g, struct run *u)
 	return 0;
 }
 
-/* A sampled request takes its next token from logits. */
-static int step_sampled(struct gen *g, struct run *u, const float *logits)
+/* A sampled request takes its next token from token i of the batch. */
+static int step_sampled(struct gen *g, struct run *u, int i)
 {
 	int rc;
 	if (u->st.n_tokens == 0)
 		u->r->t_first_token = llm_time_now() - g->t0;
-	if ((rc = llm_gen_state_step(&u->st, logits)))
+	if ((rc = llm_gen_state_step_ctx(&u->st, g->ctx, i)))
 		return rc;
 	return sampled_emit(g, u);
+}
+
+/* Add a sampled request's token to the batch, asking for candidates when
+ * its sampler can use them. */
+static void add_sampled(struct llm_batch *b, struct run *u, int32_t tok, int pos)
+{
+	float scale;
+	bool sums;
+	if (u->st.finish == LLM_FINISH_NONE && llm_gen_state_cands(&u->st, &scale, &sums))
+		llm_batch_add_cands(b, tok, pos, u->seq, scale, sums);
+	else
+		llm_batch_add(b, tok, pos, u->seq, true);
 }
 
 /* ---------------------------------------------------------------- beams */
@@ -805,9 +862,13 @@ int llm_generate(struct llm_ctx *ctx, const struct llm_tokenizer *tok,
 		goto out;
 	}
 	for (int i = 0; i < n; i++)
-		for (int j = 0; j < reqs[i].n_prompt; j++)
-			llm_batch_add(&batch, reqs[i].prompt[j], j, runs[i].seq,
-			              j == reqs[i].n_prompt - 1);
+		for (int j = 0; j < reqs[i].n_prompt; j++) {
+			if (j == reqs[i].n_prompt - 1 && runs[i].sampled)
+				add_sampled(&batch, &runs[i], reqs[i].prompt[j], j);
+			else
+				llm_batch_add(&batch, reqs[i].prompt[j], j, runs[i].seq,
+				              j == reqs[i].n_prompt - 1);
+		}
 	double t = llm_time_now();
 	if ((rc = llm_decode(ctx, &batch)))
 		goto out;
@@ -820,7 +881,6 @@ int llm_generate(struct llm_ctx *ctx, const struct llm_tokenizer *tok,
 	for (int i = 0; i < n; i++) {
 		struct run *u = &runs[i];
 		row += reqs[i].n_prompt;
-		const float *l = llm_ctx_logits(ctx, row - 1);
 		if (u->max_new == 0) {
 			/* nothing to generate: the prompt was only evaluated */
 			if (!u->sampled) {
@@ -841,9 +901,10 @@ int llm_generate(struct llm_ctx *ctx, const struct llm_tokenizer *tok,
 			continue;
 		}
 		if (u->sampled) {
-			if ((rc = step_sampled(&g, u, l)))
+			if ((rc = step_sampled(&g, u, row - 1)))
 				goto out;
 		} else {
+			const float *l = llm_ctx_logits(ctx, row - 1);
 			/* one "beam" holding the prompt, expanded by the step */
 			u->beams[0] = (struct beam){ u->seq, { 0 }, 0.0 };
 			u->seq = -1;
@@ -863,8 +924,8 @@ int llm_generate(struct llm_ctx *ctx, const struct llm_tokenizer *tok,
 				continue;
 			if (u->sampled) {
 				u->batch_row = batch.n;
-				llm_batch_add(&batch, u->st.tokens[u->st.n_tokens - 1],
-				              reqs[i].n_prompt + u->st.n_tokens - 1, u->seq, true);
+				add_sampled(&batch, u, u->st.tokens[u->st.n_tokens - 1],
+				            reqs[i].n_prompt + u->st.n_tokens - 1);
 			} else {
 				for (int b = 0; b < u->n_beams; b++) {
 					struct beam *bm = &u->beams[b];
@@ -886,7 +947,7 @@ int llm_generate(struct llm_ctx *ctx, const struct llm_tokenizer *tok,
 			if (u->done)
 				continue;
 			if (u->sampled) {
-				rc = step_sampled(&g, u, llm_ctx_logits(ctx, u->batch_row));
+				rc = step_sampled(&g, u, u->batch_row);
 			} else {
 				for (int b = 0; b < u->n_beams; b++)
 					lg[b] = llm_ctx_logits(ctx, u->rows[b]);

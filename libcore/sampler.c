@@ -232,13 +232,19 @@ static void sort_top(struct cand *c, int n, int m)
 	qsort(c, m, sizeof(*c), cand_desc);
 }
 
+static int cand_id_cmp(const void *a, const void *b)
+{
+	const struct cand *x = a, *y = b;
+	return (x->id > y->id) - (x->id < y->id);
+}
+
 /*
  * Nucleus without sorting: reorder c[0..n) so that c[0..k) is the smallest
  * set of most likely tokens whose mass (exp(logit - mx)) reaches need, and
  * return k.  A quickselect on mass: partition around a pivot logit; if the
  * larger side already holds enough, the set lies within it, else it is all
- * of it plus part of the rest.  O(n) expected; ties at the cut are taken in
- * array order.
+ * of it plus part of the rest.  O(n) expected; ties at the cut are taken
+ * lower id first.
  */
 static int nucleus(struct cand *c, int n, float mx, double need)
 {
@@ -268,6 +274,10 @@ static int nucleus(struct cand *c, int n, float mx, double need)
 			continue;
 		}
 		acc += gt;
+		/* equal logits at the cut: the lower ids first, as candidates
+		 * (llm_cands) rank them */
+		if (b - a > 1)
+			qsort(c + a, b - a, sizeof(*c), cand_id_cmp);
 		for (int j = a; j < b; j++) {
 			acc += exp((double)(c[j].logit - mx));
 			if (acc >= need)
@@ -339,12 +349,15 @@ int32_t llm_sampler_sample(struct llm_sampler *s, const float *logits)
 	 */
 	for (int i = 0; i < n; i++)
 		s->prob[i] = 0.0f;
-	double zz = 0;
 	for (int i = 0; i < m; i++) {
 		float w = (float)exp((double)(c[i].logit - mx));
 		s->prob[c[i].id] = w > 0 ? w : FLT_MIN;
-		zz += s->prob[c[i].id];
 	}
+	/* the total in id order too: candidates sum the same terms in the
+	 * same order, so both paths draw against the same bits */
+	double zz = 0;
+	for (int i = 0; i < n; i++)
+		zz += s->prob[i];
 	double r = llm_rng_uniform(&s->rng) * zz, acc = 0;
 	int32_t last = c[0].id;
 	for (int i = 0; i < n; i++) {
@@ -391,4 +404,276 @@ void llm_top_logprobs(const float *logits, int n, int k, int32_t *ids,
 		logprobs[i] = (float)((double)(c[i].logit - mx) - lz);
 	}
 	free(c);
+}
+
+/* ---------------------------------------------------------------- candidates */
+
+/* A logit in candidate order: times the scale; NaN ranks last. */
+static float cand_key(float l, float scale)
+{
+	float s = l * scale;
+	return s != s ? -INFINITY : s;
+}
+
+/* A heap of candidates with the worst at the root. */
+static void heap_up(struct cand *h, int i)
+{
+	while (i > 0) {
+		int p = (i - 1) / 2;
+		if (!cand_better(&h[p], &h[i]))
+			return;
+		struct cand t = h[p];
+		h[p] = h[i];
+		h[i] = t;
+		i = p;
+	}
+}
+
+static void heap_down(struct cand *h, int n, int i)
+{
+	for (;;) {
+		int w = i, l = 2 * i + 1, r = l + 1;
+		if (l < n && cand_better(&h[w], &h[l]))
+			w = l;
+		if (r < n && cand_better(&h[w], &h[r]))
+			w = r;
+		if (w == i)
+			return;
+		struct cand t = h[w];
+		h[w] = h[i];
+		h[i] = t;
+		i = w;
+	}
+}
+
+void llm_cands_compute(const float *l, int n, float scale, int k, bool sums,
+                       int32_t *ids, float *vals, float *max, double *sum,
+                       double *sum_scaled)
+{
+	struct cand h[LLM_CANDS_MAX];
+	int nh = 0;
+	float mx = -INFINITY;
+
+	LLM_ASSERT(k >= 1 && k <= LLM_CANDS_MAX && k <= n);
+	/* one pass: the k best in a heap (a later id never beats an equal
+	 * value already in it), and the largest logit as llm_logprob finds it */
+	for (int i = 0; i < n; i++) {
+		mx = l[i] > mx ? l[i] : mx;
+		struct cand x = { i, cand_key(l[i], scale) };
+		if (nh < k) {
+			h[nh] = x;
+			heap_up(h, nh++);
+		} else if (cand_better(&x, &h[0])) {
+			h[0] = x;
+			heap_down(h, nh, 0);
+		}
+	}
+	qsort(h, nh, sizeof(*h), cand_desc);
+	for (int i = 0; i < nh; i++) {
+		ids[i] = h[i].id;
+		vals[i] = l[h[i].id];
+	}
+	*max = mx;
+	if (!sums) {
+		*sum = *sum_scaled = NAN;
+		return;
+	}
+	double z = 0;
+	for (int i = 0; i < n; i++)
+		z += exp((double)(l[i] - mx));
+	*sum = z;
+	if (scale == 1.0f) {
+		*sum_scaled = z;
+		return;
+	}
+	/* the scaled row's largest value is the largest logit scaled
+	 * (rounding is monotone), as the sampler finds it */
+	float mxs = mx * scale;
+	z = 0;
+	for (int i = 0; i < n; i++) {
+		float sv = l[i] * scale;
+		z += exp((double)(sv - mxs));
+	}
+	*sum_scaled = z;
+}
+
+float llm_sampler_cands_scale(const struct llm_sampler *s)
+{
+	return s->p.temperature > 0 ? 1.0f / s->p.temperature : 1.0f;
+}
+
+static bool penalties_on(const struct llm_sampling *p)
+{
+	return p->repeat_last_n != 0 &&
+	       (p->repeat_penalty != 1.0f || p->frequency_penalty != 0.0f ||
+	        p->presence_penalty != 0.0f);
+}
+
+/* The size of the top-k set: n when top-k is off. */
+static int top_k_size(const struct llm_sampling *p, int n)
+{
+	return p->top_k > 0 && p->top_k < n ? p->top_k : n;
+}
+
+bool llm_sampler_cands_ok(const struct llm_sampler *s, int k, bool *sums)
+{
+	const struct llm_sampling *p = &s->p;
+	int n = s->n_vocab;
+	*sums = false;
+	if (k < 1 || penalties_on(p))
+		return false;
+	if (p->temperature <= 0)
+		return true;
+	int m = top_k_size(p, n);
+	if (m <= k)
+		return true;
+	if (p->top_p < 1.0f) {
+		*sums = true;       /* its mass is relative to the whole row */
+		return m == n;      /* a nucleus of the whole row may end early */
+	}
+	return p->min_p > 0.0f;     /* the cut may lie within the candidates */
+}
+
+static int cand_id_asc(const void *a, const void *b)
+{
+	return cand_id_cmp(a, b);
+}
+
+bool llm_sampler_sample_cands(struct llm_sampler *s, const struct llm_cands *cd,
+                              int32_t *token)
+{
+	const struct llm_sampling *p = &s->p;
+	const int n = s->n_vocab, K = cd->k;
+	struct cand c[LLM_CANDS_MAX];
+
+	if (K < 1 || K > LLM_CANDS_MAX || cd->n_vocab != n || penalties_on(p) ||
+	    cd->scale != llm_sampler_cands_scale(s))
+		return false;
+	if (p->temperature <= 0) {
+		*token = cd->ids[0];   /* the arg-max, lowest id on ties */
+		return true;
+	}
+
+	/* the scaled logits, as llm_sampler_sample computes them; the first
+	 * is the row's largest */
+	const float inv_t = cd->scale;
+	for (int i = 0; i < K; i++)
+		c[i] = (struct cand){ cd->ids[i], cd->logits[i] * inv_t };
+	const float mx = c[0].logit;
+
+	/* the set is the best m of the row; only the first K are known */
+	int m = top_k_size(p, n);
+	if (p->top_p < 1.0f) {
+		double z = 0;
+		if (m <= K) {
+			for (int i = 0; i < m; i++)
+				z += exp((double)(c[i].logit - mx));
+		} else if (m == n && cd->sum_scaled > 0) {   /* NaN: not asked */
+			z = cd->sum_scaled;
+		} else {
+			return false;
+		}
+		/*
+		 * The cut: the first candidate at which the mass reaches need.
+		 * The full row sums the same terms in another order (and a
+		 * device in another way), so the cut stands only when it is
+		 * clear of need by more than any such rounding: at most a
+		 * relative n * 2^-53 for sums of positive terms, taken 8 times.
+		 */
+		double need = p->top_p * z;
+		double tol = z * ((double)n + 64) * 0x1p-50;
+		double acc = 0, prev = 0;
+		int lim = m < K ? m : K, j;
+		for (j = 0; j < lim; j++) {
+			prev = acc;
+			acc += exp((double)(c[j].logit - mx));
+			if (acc >= need)
+				break;
+		}
+		if (j == lim || acc < need + tol || prev > need - tol)
+			return false;
+		m = j + 1;
+	}
+	if (p->min_p > 0.0f) {   /* relative to the best token: logit mx */
+		float cut = mx + logf(p->min_p);
+		if (m > K) {
+			/* past the K-th nothing is better than it: if it falls
+			 * below the cut, so does everything after it */
+			if (!(c[K - 1].logit < cut))
+				return false;
+			m = K;
+		}
+		int j = 0;
+		for (int i = 0; i < m; i++)
+			if (c[i].logit >= cut)
+				c[j++] = c[i];
+		m = j;
+	} else if (m > K) {
+		return false;
+	}
+
+	/* the draw of llm_sampler_sample, over the survivors in id order */
+	qsort(c, m, sizeof(*c), cand_id_asc);
+	float w[LLM_CANDS_MAX];
+	double zz = 0;
+	for (int i = 0; i < m; i++) {
+		float x = (float)exp((double)(c[i].logit - mx));
+		w[i] = x > 0 ? x : FLT_MIN;
+		zz += w[i];
+	}
+	double r = llm_rng_uniform(&s->rng) * zz, acc = 0;
+	*token = c[m - 1].id;
+	for (int i = 0; i < m; i++) {
+		acc += w[i];
+		if (r < acc) {
+			*token = c[i].id;
+			break;
+		}
+	}
+	return true;
+}
+
+bool llm_cands_logprob(const struct llm_cands *c, int32_t id, double *lp)
+{
+	if (!(c->sum > 0))   /* NaN: not asked for */
+		return false;
+	for (int i = 0; i < c->k; i++)
+		if (c->ids[i] == id) {
+			*lp = (double)(c->logits[i] - c->max) - log(c->sum);
+			return true;
+		}
+	return false;
+}
+
+bool llm_cands_top_logprobs(const struct llm_cands *cd, int k, int32_t *ids,
+                            float *logprobs)
+{
+	struct cand c[LLM_CANDS_MAX];
+	const int K = cd->k;
+
+	if (k > cd->n_vocab)
+		k = cd->n_vocab;
+	if (k < 1)
+		return true;
+	if (k > K || K > LLM_CANDS_MAX || !(cd->sum > 0))
+		return false;
+	/* the order by logit; with a scale other than 1 it may differ from
+	 * the candidates' order where scaling makes logits equal */
+	for (int i = 0; i < K; i++)
+		c[i] = (struct cand){ cd->ids[i], cd->logits[i] };
+	if (cd->scale != 1.0f) {
+		qsort(c, K, sizeof(*c), cand_desc);
+		/* a token past the K-th scales to at most the K-th's value
+		 * sK: the k-th by logit is surely ahead of it when it scales
+		 * above sK (scaling is monotone) */
+		float sK = cd->logits[K - 1] * cd->scale;
+		if (K < cd->n_vocab && !(c[k - 1].logit * cd->scale > sK))
+			return false;
+	}
+	double lz = log(cd->sum);
+	for (int i = 0; i < k; i++) {
+		ids[i] = c[i].id;
+		logprobs[i] = (float)((double)(c[i].logit - cd->max) - lz);
+	}
+	return true;
 }

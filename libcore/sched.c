@@ -1058,6 +1058,10 @@ static void batch_add_chunk(struct llm_engine *e, struct llm_sreq *r, int n)
 		b->seq[b->n] = r->seq;
 		b->adapter[b->n] = r->lora ? r->seq : -1;
 		b->logits[b->n] = last;
+		b->cand_scale[b->n] = 1.0f;
+		bool sums;
+		if (last && llm_gen_state_cands(&r->st, &b->cand_scale[b->n], &sums))
+			b->logits[b->n] = sums ? LLM_LOGITS_CANDS_SUMS : LLM_LOGITS_CANDS;
 		b->n++;
 	}
 	r->chunk = n;
@@ -1192,10 +1196,9 @@ static int step_requests(struct llm_engine *e, double now, int *n_finished,
 				llm_kv_prefix_commit(e->kv, r->seq, r->toks, r->n_kv);
 			continue;
 		}
-		const float *logits = llm_ctx_logits(e->ctx, r->row);
 		pthread_mutex_lock(&r->mu);
 		int before = r->st.n_tokens;
-		int rc = llm_gen_state_step(&r->st, logits);
+		int rc = llm_gen_state_step_ctx(&r->st, e->ctx, r->row);
 		if (r->st.n_tokens > before) {
 			LLM_ASSERT(r->n_toks < r->cap_toks);
 			r->toks[r->n_toks++] = r->st.tokens[r->st.n_tokens - 1];

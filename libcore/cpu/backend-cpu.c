@@ -21,6 +21,7 @@
 #include "llmkit/error.h"
 #include "llmkit/kvcache.h"
 #include "llmkit/model.h"
+#include "llmkit/sampler.h"
 #include "cpu/backward.h"
 #include "cpu/kernels.h"
 #include "cpu/pool.h"
@@ -539,6 +540,46 @@ static void cpu_attention(struct llm_backend *be, const struct llm_attn_batch *a
 	             attn_task, &a);
 }
 
+/* ---------------------------------------------------------------- sampling */
+
+struct topk_args {
+	const float *logits;
+	int n_vocab, k;
+	const int32_t *rows;
+	const float *scale;
+	const uint8_t *sums;
+	int32_t *ids;
+	float *vals;
+	struct llm_topk_stat *st;
+};
+
+static void topk_task(void *arg, int64_t i0, int64_t i1, int ith)
+{
+	const struct topk_args *a = arg;
+	(void)ith;
+	for (int64_t i = i0; i < i1; i++)
+		llm_cands_compute(a->logits + (int64_t)a->rows[i] * a->n_vocab,
+		                  a->n_vocab, a->scale[i], a->k,
+		                  !a->sums || a->sums[i], a->ids + i * a->k,
+		                  a->vals + i * a->k, &a->st[i].max, &a->st[i].sum,
+		                  &a->st[i].sum_scaled);
+}
+
+/* The sampler's own candidates (sampler.c), a row per piece. */
+static void cpu_topk(struct llm_backend *be, const float *logits, int n_vocab,
+                     const int32_t *rows, const float *scale,
+                     const uint8_t *sums, int n, int k, int32_t *ids,
+                     float *vals, struct llm_topk_stat *st)
+{
+	struct topk_args a = { logits, n_vocab, k, rows, scale, sums, ids, vals, st };
+	LLM_ASSERT(k >= 1 && k <= LLM_TOPK_MAX && k <= n_vocab);
+	/* small rows cost less than waking the pool */
+	if ((int64_t)n * n_vocab < 65536)
+		topk_task(&a, 0, n, 0);
+	else if (n > 0)
+		llm_pool_for(cpu_of(be)->pool, n, 1, topk_task, &a);
+}
+
 /* ---------------------------------------------------------------- life */
 
 static void cpu_free(struct llm_backend *be)
@@ -590,6 +631,7 @@ static const struct llm_backend_ops cpu_ops = {
 	.swiglu_bwd = llm_cpu_swiglu_bwd,
 	.cross_entropy = llm_cpu_cross_entropy,
 	.adamw = llm_cpu_adamw,
+	.topk = cpu_topk,
 };
 
 const char *llm_cpu_isa(void)

@@ -134,7 +134,7 @@ struct staged {
  * the upload of the call LORA_RING calls before to have left its pinned
  * buffer, not for the one just before (the GPU may still be behind). */
 #define LORA_RING 64
-enum { ST_IDS, ST_POS, ST_SLOTS, ST_TABLE,
+enum { ST_IDS, ST_POS, ST_SLOTS, ST_TABLE, ST_TOPK,
        ST_START, ST_TARGETS,   /* training: attention starts, loss targets */
        ST_LORA0, ST_COUNT = ST_LORA0 + LORA_RING };
 
@@ -160,6 +160,15 @@ struct cuda {
 	void *xh;              /* activations as halves */
 	size_t xh_n;
 	bool attn_simple;      /* LLMKIT_CUDA_ATTN=simple: no tiled attention */
+
+	/* topk: rows and scales being staged, the results on the device and
+	 * their pinned host copy (ids | vals | stats) */
+	int32_t *topk_args;
+	size_t topk_args_n;    /* int32s */
+	void *topk_dev;
+	size_t topk_dev_n;
+	void *topk_host;
+	size_t topk_host_n;
 
 	/* lora_seg (host bookkeeping, then one staged upload per call) */
 	unsigned char *lora_buf;     /* descriptors | items | rows being built */
@@ -926,6 +935,73 @@ static void cuda_attention(struct llm_backend *be, const struct llm_attn_batch *
 	OK(c, cuda_attention(c->stream, &a), "attention kernel");
 }
 
+/* ---------------------------------------------------------------- sampling */
+
+/*
+ * Candidates of rows of logits: one kernel for all rows, one copy of the
+ * results (k ids, k logits and a llm_topk_stat a row) back to the host.
+ * The sums cost the GPU little: every row gets them (sums ignored).
+ */
+static void cuda_topk_op(struct llm_backend *be, const float *logits, int n_vocab,
+                         const int32_t *rows, const float *scale,
+                         const uint8_t *sums, int n, int k, int32_t *ids,
+                         float *vals, struct llm_topk_stat *st)
+{
+	struct cuda *c = cuda_of(be);
+	(void)sums;
+	if (c->status || n < 1)
+		return;
+	if (k < 1 || k > CUDA_TOPK_MAX || k > n_vocab) {
+		fail(c, LLM_EINVAL, "cuda: topk of %d candidates over rows of %d "
+		     "(1 to %d)", k, n_vocab, CUDA_TOPK_MAX);
+		return;
+	}
+	if ((size_t)2 * n > c->topk_args_n) {
+		int32_t *a = (int32_t *)realloc(c->topk_args, 4 * (size_t)n * sizeof(int32_t));
+		if (!a) {
+			fail(c, LLM_ENOMEM, "cuda: out of host memory for topk rows");
+			return;
+		}
+		c->topk_args = a;
+		c->topk_args_n = 4 * (size_t)n;
+	}
+	for (int i = 0; i < n; i++) {
+		if (rows[i] < 0) {
+			fail(c, LLM_EINVAL, "cuda: topk of row %d", rows[i]);
+			return;
+		}
+		c->topk_args[i] = rows[i];
+		memcpy(&c->topk_args[n + i], &scale[i], sizeof(float));
+	}
+	const size_t idv = (size_t)n * k * sizeof(int32_t);   /* ids, then vals */
+	const size_t bytes = 2 * idv + (size_t)n * sizeof(struct llm_topk_stat);
+	const int32_t *dargs = (const int32_t *)stage(c, ST_TOPK, c->topk_args,
+	                                              2 * (size_t)n * sizeof(int32_t));
+	char *dout = (char *)scratch(c, &c->topk_dev, &c->topk_dev_n, bytes);
+	if (!dargs || !dout)
+		return;
+	if (bytes > c->topk_host_n) {
+		if (c->topk_host)
+			cudaFreeHost(c->topk_host);
+		c->topk_host = NULL;
+		c->topk_host_n = 0;
+		if (!OK(c, cudaMallocHost(&c->topk_host, 2 * bytes), "cudaMallocHost (topk)"))
+			return;
+		c->topk_host_n = 2 * bytes;
+	}
+	char *h = (char *)c->topk_host;
+	if (!OK(c, cuda_topk(c->stream, logits, n_vocab, dargs, n, k, (int32_t *)dout,
+	                     (float *)(dout + idv),
+	                     (struct llm_topk_stat *)(dout + 2 * idv)), "topk kernel") ||
+	    !OK(c, cudaMemcpyAsync(h, dout, bytes, cudaMemcpyDeviceToHost, c->stream),
+	        "cudaMemcpyAsync (topk)") ||
+	    !OK(c, cudaStreamSynchronize(c->stream), "cudaStreamSynchronize"))
+		return;
+	memcpy(ids, h, idv);
+	memcpy(vals, h + idv, idv);
+	memcpy(st, h + 2 * idv, (size_t)n * sizeof(struct llm_topk_stat));
+}
+
 /* ---------------------------------------------------------------- LoRA */
 
 /* A pass number no row's stamp holds yet. */
@@ -1486,6 +1562,11 @@ static void cuda_free(struct llm_backend *be)
 			cudaFree(c->tile);
 		if (c->xh)
 			cudaFree(c->xh);
+		if (c->topk_dev)
+			cudaFree(c->topk_dev);
+		if (c->topk_host)
+			cudaFreeHost(c->topk_host);
+		free(c->topk_args);
 		if (c->ftile)
 			cudaFree(c->ftile);
 		if (c->iota)
@@ -1534,6 +1615,7 @@ static const struct llm_backend_ops *cuda_ops_table(void)
 		cuda_ops.forget = cuda_forget;
 		cuda_ops.lora_seg = cuda_lora_seg;
 		cuda_ops.status = cuda_status;
+		cuda_ops.topk = cuda_topk_op;
 		cuda_ops.gemm = cuda_gemm;
 		cuda_ops.matmul_train = cuda_matmul_train;
 		cuda_ops.matmul_bwd = cuda_matmul_bwd;

@@ -86,6 +86,17 @@ struct cuda_attn_args {
 cudaError_t cuda_attention(cudaStream_t s, const struct cuda_attn_args *a);
 
 /*
+ * Candidates of n rows of logits (backend.h topk), one block per row:
+ * args holds the n row indices, then the n scales' bits (int32 each); ids
+ * and vals are n x k, st n.  k <= CUDA_TOPK_MAX and k <= n_vocab.
+ */
+#define CUDA_TOPK_MAX 64
+struct llm_topk_stat;
+cudaError_t cuda_topk(cudaStream_t s, const float *logits, int n_vocab,
+                      const int32_t *args, int n, int k, int32_t *ids,
+                      float *vals, struct llm_topk_stat *st);
+
+/*
  * LoRA deltas over segments (the SGMV idea, backend.h lora_seg), in two
  * launches over a list of work items, each up to CUDA_LORA_TOK rows of one
  * segment:

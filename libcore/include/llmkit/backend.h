@@ -79,6 +79,17 @@ struct llm_attn_train {
 	const int32_t *start;         /* (n_seq * seq_len) */
 };
 
+/* What llm_backend_ops.topk reports of a row besides its candidates:
+ * sums in double, of exp((double)(l - max)) and of exp((double)(l * scale -
+ * max * scale)) with the float products and differences rounded as float. */
+struct llm_topk_stat {
+	float max;            /* the largest logit */
+	double sum;
+	double sum_scaled;
+};
+/* The most candidates topk takes (sampler.h LLM_CANDS_MAX). */
+#define LLM_TOPK_MAX 64
+
 /* Transposition flags of llm_backend_ops.gemm. */
 enum llm_gemm_op { LLM_GEMM_N = 0, LLM_GEMM_T = 1 };
 
@@ -216,6 +227,21 @@ struct llm_backend_ops {
 	void (*adamw)(struct llm_backend *be, float *p, const float *g, float *m,
 	              float *v, int64_t n, float lr, float beta1, float beta2,
 	              float eps, float wd, int64_t step);
+
+	/* ------------------------------------------------ sampling
+	 * Candidates of rows of logits without their download (sampler.h,
+	 * llm_cands): for each i < n, row rows[i] of logits (n_vocab floats a
+	 * row), the k best ids by logit * scale[i] (1 <= k <= LLM_TOPK_MAX, k
+	 * <= n_vocab; higher first, equal values: the lower id first; NaN
+	 * last) into ids[i * k ..], their logits unscaled into vals[i * k ..],
+	 * and st[i]; its sums only where sums[i] (sums NULL: every row; a
+	 * backend may leave the others NaN).  rows, scale, sums, ids, vals and
+	 * st are host memory.  NULL on backends without it (callers then
+	 * download the rows). */
+	void (*topk)(struct llm_backend *be, const float *logits, int n_vocab,
+	             const int32_t *rows, const float *scale, const uint8_t *sums,
+	             int n, int k, int32_t *ids, float *vals,
+	             struct llm_topk_stat *st);
 };
 
 struct llm_backend {

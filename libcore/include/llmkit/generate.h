@@ -128,6 +128,17 @@ void llm_gen_state_free(struct llm_gen_state *s);
  * (s->finish is set then; the token is appended unless it is EOS).
  */
 int llm_gen_state_step(struct llm_gen_state *s, const float *logits);
+/*
+ * The same from token i of ctx's last batch: from its candidates when they
+ * decide the token and the log-probs asked for (sampler.h), else from the
+ * full row, fetched then.  The token is the one the full row gives.
+ */
+struct llm_ctx;
+int llm_gen_state_step_ctx(struct llm_gen_state *s, struct llm_ctx *ctx, int i);
+/* Whether the next step may ask for candidates (forward.h
+ * LLM_LOGITS_CANDS), the scale to order them by and whether with the
+ * row's sums (LLM_LOGITS_CANDS_SUMS). */
+bool llm_gen_state_cands(const struct llm_gen_state *s, float *scale, bool *sums);
 /* End the request now (a reason other than NONE); what was held back as
  * a possible stop string or a partial character becomes final. */
 int llm_gen_state_finish(struct llm_gen_state *s, enum llm_finish why);
