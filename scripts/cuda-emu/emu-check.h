@@ -33,5 +33,6 @@ void emu_test_train(void);
 void emu_test_lora(void);
 void emu_test_ops(void);
 void emu_test_quant(void);
+void emu_test_sample(void);
 
 #endif

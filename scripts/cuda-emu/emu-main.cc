@@ -1,8 +1,8 @@
 /*
  * emu-main - the CUDA kernels of libcore/cuda, run on the host by the
  * emulator (shim/cuda_runtime.h, emu.cc) against the CPU backend's ops or
- * plain loops.  Usage: emu-tests [SUITE...]  (train lora ops quant; all by
- * default).  Exit status 1 when a check failed or the emulator saw a
+ * plain loops.  Usage: emu-tests [SUITE...]  (train lora ops quant sample;
+ * all by default).  Exit status 1 when a check failed or the emulator saw a
  * launch error or a deadlock.  Built and run by run.sh.
  */
 #include <stdarg.h>
@@ -76,6 +76,7 @@ static const struct {
 	{ "lora", emu_test_lora },
 	{ "ops", emu_test_ops },
 	{ "quant", emu_test_quant },
+	{ "sample", emu_test_sample },
 };
 
 int main(int argc, char **argv)

@@ -3,7 +3,8 @@
   k<<<grid, block, shm, stream>>>(args);  ->  emu_launch(emu_cfg(grid, block,
       shm, stream), "k", (const void *)&k, [=]() { k(args); });
   extern __shared__ T name[];  ->  T *name = (T *)emu_dsmem;
-  __shared__ T name[N]...;     ->  static T name[N]...; emu_shared(name, ...);
+  __shared__ T name[N], x;     ->  static T name[N]; emu_shared(&name, ...);
+                                  static T x; emu_shared(&x, sizeof(x));
 (one block runs at a time, so a static is the block's shared array; the
 scheduler poisons it at each block's start).  Usage: transform.py FILE.cu"""
 import re
@@ -15,13 +16,13 @@ s = re.sub(r"extern\s+__shared__\s+([\w ]+?)\s+(\w+)\s*\[\s*\]\s*;",
 
 
 def shared(m):
-    """__shared__ T a[N], b[M]; (every declarator an array)"""
+    """__shared__ T a[N], b[M], x; (arrays or plain variables)"""
     out = []
     for d in m.group(2).split(","):
-        dm = re.fullmatch(r"\s*(\w+)((?:\s*\[[^\]]+\])+)\s*", d)
+        dm = re.fullmatch(r"\s*(\w+)((?:\s*\[[^\]]+\])*)\s*", d)
         if not dm:
-            sys.exit("transform: __shared__ %s: not an array" % d.strip())
-        out.append("static %s %s%s; emu_shared(%s, sizeof(%s));"
+            sys.exit("transform: __shared__ %s: not an array or a name" % d.strip())
+        out.append("static %s %s%s; emu_shared(&%s, sizeof(%s));"
                    % (m.group(1), dm.group(1), dm.group(2), dm.group(1), dm.group(1)))
     return " ".join(out)
 

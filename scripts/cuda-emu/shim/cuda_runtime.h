@@ -72,6 +72,13 @@ T __shfl_xor_sync(unsigned m, T v, int lm, int w = 32) { return emu_shfl_t(m, v,
 
 static inline float __uint_as_float(unsigned u) { float f; memcpy(&f, &u, 4); return f; }
 static inline unsigned __float_as_uint(float f) { unsigned u; memcpy(&u, &f, 4); return u; }
+static inline float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }
+static inline int __float_as_int(float f) { int i; memcpy(&i, &f, 4); return i; }
+/* rounded to float, never fused into a multiply-add (volatile: whatever
+ * -ffp-contract or -march the compiler is given) */
+static inline float __fmul_rn(float a, float b) { volatile float r = a * b; return r; }
+static inline float __fsub_rn(float a, float b) { volatile float r = a - b; return r; }
+static inline float __fadd_rn(float a, float b) { volatile float r = a + b; return r; }
 
 /* Runtime calls the launchers make. */
 cudaError_t cudaGetLastError(void);
