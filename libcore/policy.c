@@ -285,10 +285,10 @@ static const struct llm_policy_ops priority_ops = {
  * needs (rate x service time, with a quarter of headroom, at least
  * min_batch); when the forecast is surge_ratio times the observed rate, KV
  * blocks for the requests the surge will add are reserved ahead (at most
- * half the cache).  A surge is sized with the service time requests took
- * when the server was busy (the highest seen, fading by half over half a
- * season, and kept in the history), not the short one of the quiet hour
- * before it: requests take longer when many share the steps.
+ * half the cache).  Each bucket also learns the service time requests
+ * had in it, and a surge is sized with its bucket's, not the short one of
+ * the quiet hour before it: requests take longer when many share the
+ * steps.
  */
 struct predictive {
 	double *rate;        /* (buckets) requests per second */
@@ -296,9 +296,11 @@ struct predictive {
 	long long cur;       /* absolute bucket being counted, -1 */
 	double cur_from;     /* wall time counting began in it */
 	int count;           /* arrivals in it */
+	double *svc;         /* (buckets) service time seen, seconds; 0: none */
+	double svc_sum;      /* service times sampled in the counting bucket */
+	int svc_n;
 	double forecast;     /* last forecast (for tests and traces) */
-	double st_busy;      /* service time under load, seconds (fading) */
-	double st_at;        /* wall time st_busy was last brought forward */
+	double forecast_svc; /* the forecast bucket's service time, 0: unknown */
 };
 
 static double bucket_len(const struct llm_policy *p)
@@ -324,6 +326,18 @@ static void predictive_fold(struct llm_policy *p, int i, double rate)
 	s->seen[i]++;
 }
 
+/* The service time sampled while bucket i was counted, into its profile. */
+static void predictive_fold_svc(struct llm_policy *p, int i)
+{
+	struct predictive *s = p->state;
+	if (s->svc_n > 0) {
+		double t = s->svc_sum / s->svc_n;
+		s->svc[i] = s->svc[i] > 0 ? 0.5 * s->svc[i] + 0.5 * t : t;
+	}
+	s->svc_sum = 0;
+	s->svc_n = 0;
+}
+
 /* Move the counting bucket to the one holding wall, folding what was
  * counted (and zero for buckets that passed without arrivals). */
 static void predictive_roll(struct llm_policy *p, double wall)
@@ -344,6 +358,7 @@ static void predictive_roll(struct llm_policy *p, double wall)
 	double span = end - s->cur_from;
 	if (span >= 0.25 * len)
 		predictive_fold(p, bucket_index(p, s->cur), s->count / span);
+	predictive_fold_svc(p, bucket_index(p, s->cur));
 	for (long long k = s->cur + 1; k < b && k < s->cur + 1 + p->prm.buckets; k++)
 		predictive_fold(p, bucket_index(p, k), 0);
 	s->cur = b;
@@ -356,7 +371,8 @@ static int predictive_load(struct llm_policy *p)
 	struct predictive *s = p->state;
 	const char *path = p->prm.history;
 	char line[256];
-	int lineno = 0, n = 0, rc = 0;
+	int lineno = 0, n = 0, rc = 0, nf;
+	double svc;
 	FILE *f = fopen(path, "r");
 
 	if (!f) {
@@ -386,27 +402,27 @@ static int predictive_load(struct llm_policy *p)
 				               path, lineno, k, p->prm.buckets);
 				break;
 			}
-		} else if (sscanf(line, "service %lf", &x) == 1) {
-			if (!(x >= 0 && x < 1e6)) {
-				rc = llm_error(LLM_EFORMAT, "%s: line %d: service time %g",
-				               path, lineno, x);
-				break;
-			}
-			s->st_busy = x;
 		} else if (sscanf(line, "epoch %lf", &x) == 1) {
 			if (fabs(x - p->prm.epoch) > 1e-6) {
 				rc = llm_error(LLM_EFORMAT, "%s: line %d: epoch %g, not %g",
 				               path, lineno, x, p->prm.epoch);
 				break;
 			}
-		} else if (sscanf(line, "%lf %d", &x, &k) == 2) {
-			if (n >= p->prm.buckets || !(x >= 0) || k < 0) {
+		} else if ((nf = sscanf(line, "%lf %d %lf", &x, &k, &svc)) >= 2) {
+			/* rate, seasons seen, and (since the third column was
+			 * added) the service time */
+			if (nf == 2)
+				svc = 0;
+			if (n >= p->prm.buckets || !(x >= 0) || k < 0 ||
+			    !(svc >= 0 && svc < 1e6)) {
 				rc = llm_error(LLM_EFORMAT, "%s: line %d: bucket %d: rate %g, "
-				               "seasons %d", path, lineno, n, x, k);
+				               "seasons %d, service time %g", path, lineno, n,
+				               x, k, svc);
 				break;
 			}
 			s->rate[n] = x;
 			s->seen[n] = k;
+			s->svc[n] = svc;
 			n++;
 		} else if (line[0] != '#' && line[0] != '\n') {
 			rc = llm_error(LLM_EFORMAT, "%s: line %d: cannot read \"%.40s\"",
@@ -430,7 +446,8 @@ static int predictive_init(struct llm_policy *p)
 	s->cur = -1;
 	s->rate = calloc(p->prm.buckets, sizeof(*s->rate));
 	s->seen = calloc(p->prm.buckets, sizeof(*s->seen));
-	if (!s->rate || !s->seen)
+	s->svc = calloc(p->prm.buckets, sizeof(*s->svc));
+	if (!s->rate || !s->seen || !s->svc)
 		return llm_error(LLM_ENOMEM, "out of memory");
 	return p->prm.history ? predictive_load(p) : 0;
 }
@@ -442,6 +459,7 @@ static void predictive_destroy(struct llm_policy *p)
 		return;
 	free(s->rate);
 	free(s->seen);
+	free(s->svc);
 	free(s);
 }
 
@@ -463,10 +481,13 @@ static double predictive_forecast(struct llm_policy *p, double wall)
 	double f = 0;
 	if (b1 - b0 >= p->prm.buckets)
 		b1 = b0 + p->prm.buckets - 1;
+	s->forecast_svc = 0;
 	for (long long b = b0; b <= b1; b++) {
 		int i = bucket_index(p, b);
-		if (s->seen[i] && s->rate[i] > f)
+		if (s->seen[i] && s->rate[i] > f) {
 			f = s->rate[i];
+			s->forecast_svc = s->svc[i];
+		}
 	}
 	return f;
 }
@@ -485,14 +506,13 @@ static void predictive_plan(struct llm_policy *p, const struct llm_sched_view *v
 	double bpr = v->blocks_per_req > 0 ? v->blocks_per_req : 4.0;
 	s->forecast = f;
 
-	/* the busy service time fades by half over half a season */
-	if (s->st_at > 0 && v->wall > s->st_at)
-		s->st_busy *= exp2(-(v->wall - s->st_at) / (0.5 * q->period_s));
-	s->st_at = v->wall;
-	if (v->service_time > s->st_busy)
-		s->st_busy = v->service_time;
+	if (v->service_time > 0) {
+		s->svc_sum += v->service_time;
+		s->svc_n++;
+	}
 	bool surge = f > q->surge_ratio * obs && f > 0;
-	double st_f = surge ? fmax(st, s->st_busy) : st;
+	/* a surge takes the service time its bucket had */
+	double st_f = surge ? fmax(st, s->forecast_svc) : st;
 
 	int want = (int)ceil(1.25 * fmax(f * st_f, obs * st));
 	/* never below what runs and waits now: the forecast sizes ahead,
@@ -520,6 +540,7 @@ static int predictive_save(struct llm_policy *p)
 	predictive_roll(p, wall);
 	if (s->cur >= 0 && wall - s->cur_from >= 0.25 * bucket_len(p)) {
 		predictive_fold(p, bucket_index(p, s->cur), s->count / (wall - s->cur_from));
+		predictive_fold_svc(p, bucket_index(p, s->cur));
 		s->cur_from = wall;
 		s->count = 0;
 	}
@@ -527,12 +548,12 @@ static int predictive_save(struct llm_policy *p)
 		return llm_error(LLM_EINVAL, "%s: path too long", path);
 	if (!(f = fopen(tmp, "w")))
 		return llm_error(LLM_EIO, "%s: %s", tmp, strerror(errno));
-	fprintf(f, "llmkit-predictive 1\n# arrival rate (requests/s) and seasons "
-	        "seen, one line per bucket\nperiod %.17g\nbuckets %d\nepoch %.17g\n"
-	        "service %.9g\n", p->prm.period_s, p->prm.buckets, p->prm.epoch,
-	        s->st_busy);
+	fprintf(f, "llmkit-predictive 1\n# arrival rate (requests/s), seasons "
+	        "seen and service time (s; 0: none seen), one line per bucket\n"
+	        "period %.17g\nbuckets %d\nepoch %.17g\n", p->prm.period_s,
+	        p->prm.buckets, p->prm.epoch);
 	for (int i = 0; i < p->prm.buckets; i++)
-		fprintf(f, "%.9g %d\n", s->rate[i], s->seen[i]);
+		fprintf(f, "%.9g %d %.9g\n", s->rate[i], s->seen[i], s->svc[i]);
 	if (fflush(f) || ferror(f)) {
 		fclose(f);
 		remove(tmp);
