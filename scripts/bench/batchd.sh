@@ -154,7 +154,7 @@ python3 - "$out" "$DS" <<'PY'
 import sys
 o, ds = sys.argv[1], float(sys.argv[2])
 spike, hz = ds / 2, ds / 5
-print("| run | batch cap, quiet (first third) | batch cap, %.0f s before the spike | KV blocks reserved before the spike (max) | cap first at >= 2x its quiet level | running at that time |" % hz)
+print("| run | batch cap, quiet (first third) | batch cap, %.0f s before the spike | KV blocks reserved, %.0f s before the spike (max) | cap first at >= 2x its quiet level | running at that time |" % (hz, hz))
 print("|---|---|---|---|---|---|")
 for r in ("spike-continuous", "spike-load", "learn", "spike-predictive"):
     rows = [list(map(float, l.split())) for l in open("%s/%s.metrics" % (o, r))
@@ -163,7 +163,7 @@ for r in ("spike-continuous", "spike-load", "learn", "spike-predictive"):
     quiet = [x[3] for x in rows if x[0] < ds / 3]
     q = sorted(quiet)[len(quiet) // 2] if quiet else float("nan")
     ahead = [x[3] for x in rows if spike - hz <= x[0] < spike]
-    res = max([x[4] for x in rows if x[0] < spike] or [0])
+    res = max([x[4] for x in rows if spike - hz <= x[0] < spike] or [0])
     up = next((x for x in rows if x[0] >= ds / 3 and x[3] >= 2 * q), None)
     when = ("%+.1f s from the spike" % (up[0] - spike)) if up else "never"
     print("| %s | %.0f | %.0f-%.0f | %d | %s | %s |" % (
