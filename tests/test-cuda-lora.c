@@ -33,53 +33,17 @@
 #include "llmkit/kvcache.h"
 #include "llmkit/lora.h"
 #include "llmkit/model.h"
+#include "checks.h"
 
-static int n_fail, n_pass;
 static struct llm_backend *cpu, *gpu;
 static struct llm_model *model;   /* stories260K, or NULL */
 static char tmpdir[256];          /* adapters written for the cache */
 
-static void failf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void failf(const char *fmt, ...)
-{
-	va_list ap;
-	fprintf(stderr, "FAIL: ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	n_fail++;
-}
 
-#define CHECK(cond, ...) do { if (cond) n_pass++; else failf(__VA_ARGS__); } while (0)
 
-static float frand(unsigned *s)
-{
-	*s = *s * 1103515245u + 12345u;
-	return ((*s >> 8) & 0xffff) / 32768.0f - 1.0f;
-}
 
-static float *rnd(int64_t n, unsigned *seed, float scale)
-{
-	float *v = malloc(n * sizeof(float));
-	for (int64_t i = 0; i < n; i++)
-		v[i] = frand(seed) * scale;
-	return v;
-}
 
 /* Largest |got - want| over the largest |want|; NaN is an error. */
-static double rel_err(const float *got, const float *want, int64_t n)
-{
-	double mx = 1e-30, err = 0;
-	for (int64_t i = 0; i < n; i++) {
-		double a = fabs((double)want[i]);
-		mx = a > mx ? a : mx;
-		double e = fabs((double)got[i] - want[i]);
-		if (!(e <= err))
-			err = isnan(e) ? INFINITY : e;
-	}
-	return err / mx;
-}
 
 /* ------------------------------------------------------------ adapters */
 

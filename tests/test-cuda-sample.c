@@ -24,23 +24,11 @@
 #include "llmkit/model.h"
 #include "llmkit/sampler.h"
 #include "llmkit/tokenizer.h"
+#include "checks.h"
 
-static int n_fail, n_pass;
 static struct llm_backend *cpu, *gpu;
 
-static void failf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void failf(const char *fmt, ...)
-{
-	va_list ap;
-	fprintf(stderr, "FAIL: ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	n_fail++;
-}
 
-#define CHECK(cond, ...) do { if (cond) n_pass++; else failf(__VA_ARGS__); } while (0)
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 

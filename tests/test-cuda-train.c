@@ -24,44 +24,16 @@
 #include "llmkit/quant.h"
 #include "llmkit/tensor.h"
 #include "llmkit/train.h"
+#include "checks.h"
 
-static int n_fail, n_pass;
 static struct llm_backend *cpu, *gpu;
 
-static void failf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void failf(const char *fmt, ...)
-{
-	va_list ap;
-	fprintf(stderr, "FAIL: ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	n_fail++;
-}
 
-#define CHECK(cond, ...) do { if (cond) n_pass++; else failf(__VA_ARGS__); } while (0)
 
-static float frand(unsigned *s)
-{
-	*s = *s * 1103515245u + 12345u;
-	return ((*s >> 8) & 0xffff) / 32768.0f - 1.0f;
-}
 
 /* Never freed while the backends live: the CUDA backend keeps weights by
  * host address, and a new array at a freed one's address would read the
  * old copy.  The test's memory is small. */
-static float *rnd(int64_t n, unsigned *seed, float scale)
-{
-	float *v = malloc((n ? n : 1) * sizeof(float));
-	if (!v) {
-		fprintf(stderr, "FATAL: out of memory\n");
-		exit(1);
-	}
-	for (int64_t i = 0; i < n; i++)
-		v[i] = frand(seed) * scale;
-	return v;
-}
 
 static float *fdup(const float *a, int64_t n)
 {
@@ -71,18 +43,6 @@ static float *fdup(const float *a, int64_t n)
 }
 
 /* Largest |got - want| over the largest |want|; NaN is an error. */
-static double rel_err(const float *got, const float *want, int64_t n)
-{
-	double mx = 1e-30, err = 0;
-	for (int64_t i = 0; i < n; i++) {
-		double a = fabs((double)want[i]);
-		mx = a > mx ? a : mx;
-		double e = fabs((double)got[i] - want[i]);
-		if (!(e <= err))
-			err = isnan(e) ? INFINITY : e;
-	}
-	return err / mx;
-}
 
 /* ||got - want|| / ||want - base|| (base NULL: zeros). */
 static double rel_l2(const float *got, const float *want, const float *base,
@@ -97,12 +57,6 @@ static double rel_l2(const float *got, const float *want, const float *base,
 	return isnan(e) ? INFINITY : sqrt(e / w);
 }
 
-static void expect_close(const char *what, const float *got, const float *want,
-                         int64_t n, double tol)
-{
-	double e = rel_err(got, want, n);
-	CHECK(e <= tol, "%s: relative error %.3g > %.3g", what, e, tol);
-}
 
 static void *dev_floats(const float *host, int64_t n)
 {

@@ -24,22 +24,10 @@
 #include "llmkit/lora.h"
 #include "llmkit/model.h"
 #include "llmkit/train.h"
+#include "checks.h"
 
-static int n_fail, n_pass;
 
-static void failf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void failf(const char *fmt, ...)
-{
-	va_list ap;
-	fprintf(stderr, "FAIL: ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	n_fail++;
-}
 
-#define CHECK(cond, ...) do { if (cond) n_pass++; else failf(__VA_ARGS__); } while (0)
 
 /* ---------------------------------------------------------------- shadow */
 
