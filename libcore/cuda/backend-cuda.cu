@@ -753,21 +753,31 @@ static void cuda_add_bias(struct llm_backend *be, float *y, const float *b, int 
 		OK(c, cuda_add_bias(c->stream, y, bd, n, dim), "add_bias kernel");
 }
 
+/* RoPE's device arguments (frequencies, positions) for the forward and
+ * the backward; false after a failure (kept in c). */
+static bool rope_args(struct cuda *c, const int32_t *pos, int n, int head_dim,
+                      const struct llm_rope *r, const float **fd,
+                      const int32_t **pd)
+{
+	if (c->status || n < 1)
+		return false;
+	if (r->n_rot < 2 || r->n_rot > head_dim || r->n_rot % 2) {
+		fail(c, LLM_EINVAL, "cuda: rope over %d of %d dimensions", r->n_rot,
+		     head_dim);
+		return false;
+	}
+	*fd = (const float *)weight(c, r->inv_freq, (size_t)(r->n_rot / 2) * sizeof(float));
+	*pd = (const int32_t *)stage(c, ST_POS, pos, n * sizeof(*pos));
+	return *fd && *pd;
+}
+
 static void cuda_rope(struct llm_backend *be, float *x, const int32_t *pos, int n,
                       int n_head, int head_dim, const struct llm_rope *r)
 {
 	struct cuda *c = cuda_of(be);
-	if (c->status || n < 1)
-		return;
-	if (r->n_rot < 2 || r->n_rot > head_dim || r->n_rot % 2) {
-		fail(c, LLM_EINVAL, "cuda: rope over %d of %d dimensions", r->n_rot,
-		     head_dim);
-		return;
-	}
-	const float *fd = (const float *)weight(c, r->inv_freq,
-	                                        (size_t)(r->n_rot / 2) * sizeof(float));
-	const int32_t *pd = (const int32_t *)stage(c, ST_POS, pos, n * sizeof(*pos));
-	if (fd && pd)
+	const float *fd;
+	const int32_t *pd;
+	if (rope_args(c, pos, n, head_dim, r, &fd, &pd))
 		OK(c, cuda_rope(c->stream, x, pd, n, n_head, head_dim, r->n_rot,
 		                r->kind == LLM_ROPE_NEOX, fd, r->mscale), "rope kernel");
 }
@@ -1382,17 +1392,9 @@ static void cuda_rope_bwd(struct llm_backend *be, float *dx, const int32_t *pos,
                           int n, int n_head, int head_dim, const struct llm_rope *r)
 {
 	struct cuda *c = cuda_of(be);
-	if (c->status || n < 1)
-		return;
-	if (r->n_rot < 2 || r->n_rot > head_dim || r->n_rot % 2) {
-		fail(c, LLM_EINVAL, "cuda: rope over %d of %d dimensions", r->n_rot,
-		     head_dim);
-		return;
-	}
-	const float *fd = (const float *)weight(c, r->inv_freq,
-	                                        (size_t)(r->n_rot / 2) * sizeof(float));
-	const int32_t *pd = (const int32_t *)stage(c, ST_POS, pos, n * sizeof(*pos));
-	if (fd && pd)
+	const float *fd;
+	const int32_t *pd;
+	if (rope_args(c, pos, n, head_dim, r, &fd, &pd))
 		OK(c, cuda_rope_bwd(c->stream, dx, pd, n, n_head, head_dim, r->n_rot,
 		                    r->kind == LLM_ROPE_NEOX, fd, r->mscale),
 		   "rope_bwd kernel");
