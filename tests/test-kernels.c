@@ -26,7 +26,9 @@ static const char *isas[] = { "avx2", "avx512" };
 /* rows kernels: all dtypes, awkward sizes, 1..9 tokens, row subranges */
 START_TEST(rows_match_scalar)
 {
-	static const int n_ins[] = { 1, 7, 8, 15, 16, 17, 64, 100, 172, 768 };
+	static const int n_ins[] = { 1, 7, 8, 15, 16, 17, 64, 100, 172, 768, 1030, 2051 };
+	/* past a tile of tokens (48 on AVX2), and rows beyond blocks of 16 */
+	static const int n_toks[] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 31, 50 };
 	static const int dtypes[] = { LLM_F32, LLM_F16, LLM_BF16 };
 	const struct llm_cpu_kernels *ref = llm_cpu_kernels_for("scalar");
 	unsigned seed = 7;
@@ -38,8 +40,9 @@ START_TEST(rows_match_scalar)
 			continue;   /* this CPU lacks it; the other ISAs still run */
 		for (size_t di = 0; di < 3; di++)
 		for (size_t ni = 0; ni < sizeof(n_ins) / sizeof(n_ins[0]); ni++)
-		for (int n_tok = 1; n_tok <= 9; n_tok++) {
-			int dt = dtypes[di], n_in = n_ins[ni], n_out = 13;
+		for (size_t ti = 0; ti < sizeof(n_toks) / sizeof(n_toks[0]); ti++) {
+			int dt = dtypes[di], n_in = n_ins[ni], n_tok = n_toks[ti];
+			int n_out = n_tok > 9 ? 23 : 13;
 			size_t rb = llm_row_size(dt, n_in);
 			float *wf = malloc(sizeof(float) * n_in * n_out);
 			void *w = malloc(rb * n_out);
@@ -65,6 +68,59 @@ START_TEST(rows_match_scalar)
 			}
 			ck_assert(y1[0] == 0.0f);  /* row 0 is outside [1, n_out) */
 			free(wf); free(w); free(x); free(y0); free(y1);
+			tested++;
+		}
+	}
+	if (!tested)
+		fprintf(stderr, "note: no SIMD kernels on this CPU; scalar only\n");
+}
+END_TEST
+
+/* A token's products do not depend on the other tokens of the batch
+ * (from two tokens on): the first k of a batch, or k from its second on,
+ * give the bits the whole batch gave them. */
+START_TEST(rows_batch_invariant)
+{
+	static const int n_ins[] = { 100, 768, 2051 };
+	static const int ks[] = { 2, 3, 4, 5, 7, 31, 48, 49 };
+	static const int dtypes[] = { LLM_F32, LLM_F16 };
+	int n_out = 37, n_tok = 50;
+	unsigned seed = 13;
+	int tested = 0;
+
+	for (size_t ii = 0; ii < sizeof(isas) / sizeof(isas[0]); ii++) {
+		const struct llm_cpu_kernels *k = llm_cpu_kernels_for(isas[ii]);
+		if (!k)
+			continue;
+		for (size_t di = 0; di < 2; di++)
+		for (size_t ni = 0; ni < sizeof(n_ins) / sizeof(n_ins[0]); ni++) {
+			int dt = dtypes[di], n_in = n_ins[ni];
+			size_t rb = llm_row_size(dt, n_in);
+			float *wf = malloc(sizeof(float) * n_in * n_out);
+			void *w = malloc(rb * n_out);
+			float *x = malloc(sizeof(float) * n_in * n_tok);
+			float *y = malloc(sizeof(float) * n_tok * n_out);
+			float *yk = malloc(sizeof(float) * n_tok * n_out);
+			for (int i = 0; i < n_in * n_out; i++)
+				wf[i] = frand(&seed);
+			for (int i = 0; i < n_in * n_tok; i++)
+				x[i] = frand(&seed);
+			for (int r = 0; r < n_out; r++)
+				llm_dtype_traits(dt)->from_float(wf + r * n_in,
+				                                 (char *)w + r * rb, n_in);
+			k->rows[dt](w, rb, n_in, 0, n_out, x, n_in, n_tok, y, n_out);
+			for (size_t ki = 0; ki < sizeof(ks) / sizeof(ks[0]); ki++) {
+				int nk = ks[ki];
+				k->rows[dt](w, rb, n_in, 0, n_out, x, n_in, nk, yk, n_out);
+				ck_assert_msg(!memcmp(y, yk, sizeof(float) * nk * n_out),
+				              "%s %s n_in %d: first %d of %d differ",
+				              k->isa, llm_dtype_name(dt), n_in, nk, n_tok);
+				k->rows[dt](w, rb, n_in, 0, n_out, x + n_in, n_in, nk, yk, n_out);
+				ck_assert_msg(!memcmp(y + n_out, yk, sizeof(float) * nk * n_out),
+				              "%s %s n_in %d: %d from the second differ",
+				              k->isa, llm_dtype_name(dt), n_in, nk);
+			}
+			free(wf); free(w); free(x); free(y); free(yk);
 			tested++;
 		}
 	}
@@ -369,6 +425,7 @@ int main(void)
 	TCase *tc = tcase_create("cpu");
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, rows_match_scalar);
+	tcase_add_test(tc, rows_batch_invariant);
 	tcase_add_test(tc, padded_rows_same_bits);
 	tcase_add_test(tc, attention_kernels_match_scalar);
 	tcase_add_test(tc, attention_op_matches_naive);
