@@ -33,6 +33,7 @@
 
 #include "llmkit/error.h"
 #include "llmkit/forward.h"
+#include "llmkit/kvcache.h"
 #include "llmkit/model.h"
 #include "llmkit/sched.h"
 #include "llmkit/tokenizer.h"
@@ -160,6 +161,9 @@ static int run_mode(struct llm_ctx *ctx, const struct llm_tokenizer *tok,
 	llm_engine_params_default(&ep);
 	llm_policy_params_default(&pp);
 	ep.max_batch = pp.max_batch = max_batch;
+	/* Every mode replays the same prompts: a mode must not find the
+	 * previous one's blocks in the prefix cache. */
+	llm_kv_prefix_clear(llm_ctx_kv(ctx));
 	if (trace) {
 		ep.on_step = trace_step;
 		ep.step_user = (void *)policy;
