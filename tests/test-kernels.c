@@ -21,6 +21,29 @@ static float frand(unsigned *s)
 	return ((*s >> 8) & 0xffff) / 32768.0f - 1.0f;
 }
 
+/* n_out random rows of n_in weights in dtype dt (row_size apart) */
+static void *random_rows(int dt, int n_in, int n_out, unsigned *seed)
+{
+	size_t rb = llm_row_size(dt, n_in);
+	float *wf = malloc(sizeof(float) * n_in);
+	char *w = malloc(rb * n_out);
+	for (int r = 0; r < n_out; r++) {
+		for (int i = 0; i < n_in; i++)
+			wf[i] = frand(seed);
+		llm_dtype_traits(dt)->from_float(wf, w + r * rb, n_in);
+	}
+	free(wf);
+	return w;
+}
+
+static float *random_floats(int n, unsigned *seed)
+{
+	float *x = malloc(sizeof(float) * n);
+	for (int i = 0; i < n; i++)
+		x[i] = frand(seed);
+	return x;
+}
+
 static const char *isas[] = { "avx2", "avx512" };
 
 /* rows kernels: all dtypes, awkward sizes, 1..9 tokens, row subranges */
@@ -44,18 +67,10 @@ START_TEST(rows_match_scalar)
 			int dt = dtypes[di], n_in = n_ins[ni], n_tok = n_toks[ti];
 			int n_out = n_tok > 9 ? 23 : 13;
 			size_t rb = llm_row_size(dt, n_in);
-			float *wf = malloc(sizeof(float) * n_in * n_out);
-			void *w = malloc(rb * n_out);
-			float *x = malloc(sizeof(float) * n_in * n_tok);
+			void *w = random_rows(dt, n_in, n_out, &seed);
+			float *x = random_floats(n_in * n_tok, &seed);
 			float *y0 = calloc(n_tok * n_out, sizeof(float));
 			float *y1 = calloc(n_tok * n_out, sizeof(float));
-			for (int i = 0; i < n_in * n_out; i++)
-				wf[i] = frand(&seed);
-			for (int i = 0; i < n_in * n_tok; i++)
-				x[i] = frand(&seed);
-			for (int r = 0; r < n_out; r++)
-				llm_dtype_traits(dt)->from_float(wf + r * n_in,
-				                                 (char *)w + r * rb, n_in);
 			/* a subrange that does not start at a block of 4 */
 			ref->rows[dt](w, rb, n_in, 1, n_out, x, n_in, n_tok, y0, n_out);
 			k->rows[dt](w, rb, n_in, 1, n_out, x, n_in, n_tok, y1, n_out);
@@ -67,7 +82,7 @@ START_TEST(rows_match_scalar)
 				              y0[i], y1[i]);
 			}
 			ck_assert(y1[0] == 0.0f);  /* row 0 is outside [1, n_out) */
-			free(wf); free(w); free(x); free(y0); free(y1);
+			free(w); free(x); free(y0); free(y1);
 			tested++;
 		}
 	}
@@ -96,18 +111,10 @@ START_TEST(rows_batch_invariant)
 		for (size_t ni = 0; ni < sizeof(n_ins) / sizeof(n_ins[0]); ni++) {
 			int dt = dtypes[di], n_in = n_ins[ni];
 			size_t rb = llm_row_size(dt, n_in);
-			float *wf = malloc(sizeof(float) * n_in * n_out);
-			void *w = malloc(rb * n_out);
-			float *x = malloc(sizeof(float) * n_in * n_tok);
+			void *w = random_rows(dt, n_in, n_out, &seed);
+			float *x = random_floats(n_in * n_tok, &seed);
 			float *y = malloc(sizeof(float) * n_tok * n_out);
 			float *yk = malloc(sizeof(float) * n_tok * n_out);
-			for (int i = 0; i < n_in * n_out; i++)
-				wf[i] = frand(&seed);
-			for (int i = 0; i < n_in * n_tok; i++)
-				x[i] = frand(&seed);
-			for (int r = 0; r < n_out; r++)
-				llm_dtype_traits(dt)->from_float(wf + r * n_in,
-				                                 (char *)w + r * rb, n_in);
 			k->rows[dt](w, rb, n_in, 0, n_out, x, n_in, n_tok, y, n_out);
 			for (size_t ki = 0; ki < sizeof(ks) / sizeof(ks[0]); ki++) {
 				int nk = ks[ki];
@@ -120,7 +127,7 @@ START_TEST(rows_batch_invariant)
 				              "%s %s n_in %d: %d from the second differ",
 				              k->isa, llm_dtype_name(dt), n_in, nk);
 			}
-			free(wf); free(w); free(x); free(y); free(yk);
+			free(w); free(x); free(y); free(yk);
 			tested++;
 		}
 	}
