@@ -138,7 +138,16 @@ int main(int argc, char **argv)
 			break;
 		case 'i': isas = optarg; break;
 		case 'd': dtname = optarg; break;
-		case 'T': secs = atof(optarg); break;
+		case 'T': {
+			char *end;
+			secs = strtod(optarg, &end);
+			if (end == optarg || *end || !(secs > 0 && secs <= 60)) {
+				fprintf(stderr, "kernel-bench: -T: '%s' is not a number "
+				        "of seconds in (0, 60]\n", optarg);
+				return 2;
+			}
+			break;
+		}
 		default:
 			fprintf(stderr, "usage: kernel-bench [-s 768x768,...] "
 			        "[-n 1,2,4,...] [-i avx2,avx512] [-d f32|f16|bf16] "
